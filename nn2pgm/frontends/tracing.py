@@ -1,0 +1,359 @@
+"""Record one eager forward pass of a torch module as a list of calls.
+
+A :class:`Recorder` runs ``module(**inputs)`` once with a ``TorchFunctionMode`` and a patched
+``nn.Module.__call__``. Every call of a torch.nn layer (a leaf module) and every torch function
+or tensor method outside such layers becomes a :class:`Call`; tensors are followed by identity.
+Arguments are kept as templates in which traced tensors are :class:`Ref` s. Running the real
+forward keeps Python control flow on shapes, devices and flags working (a DCGAN's
+``input.is_cuda`` branch) at the cost of one forward pass; asking a traced tensor's *value*
+(``if x.sum() > 0``) raises :class:`DataDependentError`.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode, resolve_name
+
+
+class TraceError(Exception):
+    """The network cannot be traced; the message says why and what to do."""
+
+
+class DataDependentError(TraceError):
+    """Python control flow reads the value of a tensor that depends on the inputs."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to (an element of) the value of a recorded call."""
+
+    call: int
+    path: tuple = ()
+
+
+@dataclass(frozen=True)
+class Sym:
+    """An integer that scales with the number of samples: ``k * N``."""
+
+    k: int
+
+
+@dataclass(frozen=True)
+class Const:
+    """A tensor that exists before the forward pass (a weight, a buffer) or was folded."""
+
+    value: Any
+
+
+# Random ops: op name -> distribution family of their output.
+RANDOM_FUNCTIONS = {
+    "randn": "Normal",
+    "randn_like": "Normal",
+    "normal": "Normal",
+    "normal_": "Normal",
+    "rand": "Uniform",
+    "rand_like": "Uniform",
+    "uniform_": "Uniform",
+    "randint": "Categorical",
+    "randint_like": "Categorical",
+    "random_": "Categorical",
+    "bernoulli": "Bernoulli",
+    "bernoulli_": "Bernoulli",
+    "multinomial": "Categorical",
+    "poisson": "Poisson",
+    "exponential_": "Exponential",
+    "geometric_": "Geometric",
+    "cauchy_": "Cauchy",
+    "log_normal_": "LogNormal",
+    "randperm": "Permutation",
+    "_standard_gamma": "Gamma",
+    "_sample_dirichlet": "Dirichlet",
+    "binomial": "Binomial",
+    "rrelu": "Uniform",
+    "rrelu_": "Uniform",
+}
+# Dropout-like ops are random only when their training flag is on.
+DROPOUT_FUNCTIONS = {
+    "dropout": 2,
+    "dropout_": 2,
+    "dropout1d": 2,
+    "dropout2d": 2,
+    "dropout3d": 2,
+    "alpha_dropout": 2,
+    "feature_alpha_dropout": 2,
+    "native_dropout": 2,
+}
+DROPOUT_MODULES = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout"}
+DROPOUT_MODULES |= {"FeatureAlphaDropout", "RReLU"}
+# Reading these from a tensor that depends on the inputs is data-dependent control flow.
+VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy"}
+VALUE_READS |= {"__complex__", "__array__"}
+# Torch modules with children that still are one layer.
+ATOMIC_MODULES = {"MultiheadAttention"}
+CONTAINERS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+
+
+@dataclass
+class Call:
+    """One recorded call: a graph input, a torch.nn layer, or a torch function."""
+
+    index: int
+    kind: str  # "input" | "module" | "function"
+    op: str
+    target: Any  # the module object, the function, or the input's name
+    args: tuple
+    kwargs: dict
+    scope: tuple  # ((module path, call number), ...) of the enclosing module calls
+    value: Any = None
+    data: bool = True  # depends on an input or a random op (False: constant)
+    random: str | None = None  # distribution family of a random op
+    inplace: int | None = None  # position of the argument mutated in place
+    name: str = ""
+
+
+@dataclass
+class Trace:
+    """The result of one recorded forward pass."""
+
+    calls: list[Call]
+    output: Any  # the forward's return value, as a template
+    module_outputs: dict[tuple, Any] = field(default_factory=dict)  # scope -> output template
+    module_classes: dict[tuple, str] = field(default_factory=dict)  # scope -> class name
+
+
+def op_name(func: Callable) -> tuple[str, str]:
+    """The short op name and the qualified target name of a torch function or method."""
+    try:
+        target = resolve_name(func) or getattr(func, "__name__", repr(func))
+    except Exception:  # noqa: BLE001 - resolve_name fails on some C functions
+        target = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
+    parts = target.split(".")
+    name = parts[-2] if parts[-1] in ("__get__", "__set__") else parts[-1]
+    if target.startswith("aten."):
+        name = parts[1]
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        if name.startswith("r") and name[1:] in _REFLECTED:
+            name = name[1:]
+    return name, target
+
+
+_REFLECTED = {"add", "sub", "mul", "truediv", "floordiv", "matmul", "pow", "mod", "and", "or"}
+
+
+def is_leaf_module(module: torch.nn.Module) -> bool:
+    """A torch.nn layer (no children, or an atomic one like MultiheadAttention)."""
+    cls = type(module)
+    if not cls.__module__.startswith("torch.nn.") or isinstance(module, CONTAINERS):
+        return False
+    return cls.__name__ in ATOMIC_MODULES or next(module.children(), None) is None
+
+
+def user_location() -> str:
+    """``file:line: code`` of the innermost stack frame outside torch and nn2pgm."""
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+    for frame in reversed(traceback.extract_stack()):
+        if not frame.filename.startswith(skip) and not frame.filename.startswith("<"):
+            code = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+            return f"{os.path.relpath(frame.filename)}:{frame.lineno}: {code}"
+    return "<unknown>"
+
+
+class Recorder(TorchFunctionMode):
+    """Record the calls of one forward pass of ``root``."""
+
+    def __init__(self, root: torch.nn.Module) -> None:
+        super().__init__()
+        self.root = root
+        self.names: dict[int, str] = {}
+        for name, mod in root.named_modules(remove_duplicate=False):
+            self.names.setdefault(id(mod), name)
+        self.calls: list[Call] = []
+        self.refs: dict[int, tuple[Ref, bool]] = {}  # id(tensor) -> (ref, data)
+        self.keep: list[Any] = []  # keeps traced tensors alive so that ids stay unique
+        self.scope: list[tuple[str, int]] = []
+        self.call_counts: dict[str, int] = {}
+        self.leaf_depth = 0
+        self.module_outputs: dict[tuple, Any] = {}
+        self.module_classes: dict[tuple, str] = {}
+
+    # -- templates --------------------------------------------------------------------------
+    def template(self, obj: Any) -> Any:
+        """``obj`` with traced tensors replaced by refs and other tensors by constants."""
+        if isinstance(obj, torch.Tensor):
+            hit = self.refs.get(id(obj))
+            return hit[0] if hit else Const(obj)
+        if isinstance(obj, torch.Size):
+            return obj
+        if isinstance(obj, (list, tuple)):
+            items = [self.template(o) for o in obj]
+            return type(obj)(items) if type(obj) in (list, tuple) else tuple(items)
+        if isinstance(obj, dict):
+            return {k: self.template(v) for k, v in obj.items()}
+        if isinstance(obj, slice):
+            return slice(*(self.template(x) for x in (obj.start, obj.stop, obj.step)))
+        return obj
+
+    def reads_data(self, obj: Any) -> bool | None:
+        """True if ``obj`` holds a traced tensor that depends on the inputs, False if it holds
+        only constant traced tensors, None if it holds no traced tensor."""
+        found = None
+        for leaf in _leaves(obj):
+            hit = self.refs.get(id(leaf)) if isinstance(leaf, torch.Tensor) else None
+            if hit:
+                if hit[1]:
+                    return True
+                found = False
+        return found
+
+    def register(self, value: Any, index: int, data: bool, path: tuple = ()) -> None:
+        """Follow every tensor inside ``value`` as ``Ref(index, path)``."""
+        if isinstance(value, torch.Tensor):
+            self.refs[id(value)] = (Ref(index, path), data)
+            self.keep.append(value)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                self.register(v, index, data, (*path, i))
+
+    def add_call(self, call: Call) -> Call:
+        self.calls.append(call)
+        self.register(call.value, call.index, call.data)
+        return call
+
+    # -- inputs -----------------------------------------------------------------------------
+    def add_input(self, name: str, value: torch.Tensor) -> None:
+        self.add_call(Call(len(self.calls), "input", "input", name, (), {}, (), value, True))
+
+    # -- torch functions --------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.leaf_depth:
+            return func(*args, **kwargs)
+        name, _ = op_name(func)
+        reads = self.reads_data((args, kwargs))
+        if name in VALUE_READS and reads:
+            raise DataDependentError(
+                f"data-dependent control flow at {user_location()}: Python reads the value of "
+                "a tensor computed from the inputs; rewrite it with torch.where or torch.cond"
+            )
+        if name == "iter" and reads is not None:
+            return iter(self._record(torch.Tensor.unbind, "unbind", args, kwargs, reads))
+        value = func(*args, **kwargs)
+        if not _has_tensor(value) and name != "setitem":
+            return value
+        family = RANDOM_FUNCTIONS.get(name)
+        if name in DROPOUT_FUNCTIONS and _dropout_training(func, args, kwargs):
+            family = "Bernoulli"
+        if reads is None and family is None and not _is_factory(value, args, kwargs):
+            return value
+        return self._record(func, name, args, kwargs, bool(reads) or family is not None,
+                            family, value)
+
+    def _record(self, func, name, args, kwargs, data, family=None, value=None):
+        if value is None:
+            value = func(*args, **kwargs)
+        inplace = None
+        if name == "setitem":
+            value, inplace = args[0], 0
+        elif isinstance(value, torch.Tensor):
+            inplace = next((i for i, a in enumerate(args) if a is value), None)
+        call = Call(len(self.calls), "function", name, func, self.template(args),
+                    self.template(kwargs), tuple(self.scope), value, data, family, inplace)
+        self.add_call(call)
+        return value
+
+    # -- modules ----------------------------------------------------------------------------
+    def module_call(self, original: Callable, module: torch.nn.Module, *args, **kwargs):
+        if self.leaf_depth or id(module) not in self.names:
+            return original(module, *args, **kwargs)
+        path = self.names[id(module)]
+        number = self.call_counts.get(path, 0)
+        self.call_counts[path] = number + 1
+        if not is_leaf_module(module) or module is self.root and not path:
+            self.scope.append((path, number))
+            key = tuple(self.scope)
+            try:
+                out = original(module, *args, **kwargs)
+            finally:
+                self.scope.pop()
+            self.module_outputs[key] = self.template(out)
+            self.module_classes[key] = type(module).__name__
+            return out
+        reads = self.reads_data((args, kwargs))
+        self.leaf_depth += 1
+        try:
+            value = original(module, *args, **kwargs)
+        finally:
+            self.leaf_depth -= 1
+        cls = type(module).__name__
+        family = None
+        if cls in DROPOUT_MODULES and module.training and getattr(module, "p", 1.0) > 0:
+            family = "Bernoulli" if cls != "RReLU" else "Uniform"
+        inplace = None
+        if isinstance(value, torch.Tensor):
+            inplace = next((i for i, a in enumerate(args) if a is value), None)
+        scope = (*self.scope, (path, number))
+        call = Call(len(self.calls), "module", cls, module, self.template(args),
+                    self.template(kwargs), scope, value, bool(reads) or family is not None,
+                    family, inplace)
+        self.add_call(call)
+        return value
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, inputs: dict[str, torch.Tensor]) -> Trace:
+        """Run ``root(**inputs)`` and return what was recorded."""
+        for name, value in inputs.items():
+            self.add_input(name, value)
+        original = torch.nn.Module.__call__
+        recorder = self
+
+        def patched(module, *args, **kwargs):
+            return recorder.module_call(original, module, *args, **kwargs)
+
+        torch.nn.Module.__call__ = patched
+        try:
+            with self, torch.no_grad():
+                out = self.root(**inputs)
+        finally:
+            torch.nn.Module.__call__ = original
+        return Trace(self.calls, self.template(out), self.module_outputs, self.module_classes)
+
+
+def _leaves(obj: Any):
+    if isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _leaves(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _leaves(o)
+    elif isinstance(obj, slice):
+        yield from (obj.start, obj.stop, obj.step)
+    else:
+        yield obj
+
+
+def _has_tensor(value: Any) -> bool:
+    return any(isinstance(leaf, torch.Tensor) for leaf in _leaves(value))
+
+
+def _is_factory(value: Any, args: tuple, kwargs: dict) -> bool:
+    """A call that makes a new tensor from shapes/numbers (zeros, arange, ...) or from a
+    pre-existing tensor (a weight's transpose): recorded so that its shape arguments can be
+    seen to scale with the batch; constant ones are folded afterwards."""
+    return isinstance(value, torch.Tensor) or _has_tensor(value)
+
+
+def _dropout_training(func: Callable, args: tuple, kwargs: dict) -> bool:
+    name, target = op_name(func)
+    if "training" in kwargs or "train" in kwargs:
+        return bool(kwargs.get("training", kwargs.get("train")))
+    position = DROPOUT_FUNCTIONS[name]
+    if len(args) > position:
+        return bool(args[position])
+    return target.startswith("torch.nn.functional.")  # F.dropout defaults to training=True

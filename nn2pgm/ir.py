@@ -1,0 +1,227 @@
+"""The intermediate representation: a directed graphical model whose nodes are tensor-valued
+random variables.
+
+A :class:`Node` is one random variable: the output of a layer (deterministic, with a ``Delta``
+CPD), a random op (stochastic, with a real family) or a graph input (observed data). A
+:class:`Graph` holds the nodes over a ``networkx.DiGraph`` whose edges are exactly the CPD
+arguments ("parents"). Invariants are checked in one place, :meth:`Graph.validate`.
+
+This module imports nothing else of nn2pgm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import networkx as nx
+
+DETERMINISTIC = "deterministic"
+STOCHASTIC = "stochastic"
+KINDS = (DETERMINISTIC, STOCHASTIC)
+
+# A dimension is an int, or a string for a symbolic batch dimension: "N" (the number of
+# samples) or "<k>N" (k times it, as after flattening batch and time together).
+Dim = int | str
+Shape = tuple  # tuple of Dim, or (for a node whose value is a tuple) a tuple of Shapes
+
+# The CPD's function of a node: (values of the graph's nodes so far, number of samples) -> value.
+Evaluate = Callable[[dict[str, Any], int], Any]
+
+
+class GraphError(ValueError):
+    """The graph breaks one of the IR's invariants."""
+
+
+@dataclass
+class Distribution:
+    """A node's CPD: a family and, per parameter, the parent id (or constant) that feeds it.
+
+    ``Delta`` is the CPD of a deterministic node: ``p(y | parents) = δ(y − f(parents))``.
+    """
+
+    family: str = "Delta"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{"family": ..., <param>: <parent id or constant>, ...}``."""
+        return {"family": self.family, **self.params}
+
+
+@dataclass(eq=False)
+class Node:
+    """One random variable of the model."""
+
+    id: str
+    op: str
+    module: str = ""
+    kind: str = DETERMINISTIC
+    observed: bool = False
+    distribution: Distribution = field(default_factory=Distribution)
+    shape: Shape = ()
+    dtype: str = "float32"
+    parents: tuple[str, ...] = ()
+    attrs: dict[str, Any] = field(default_factory=dict)
+    # Runtime only: how to compute (or sample) the value; not part of equality or JSON.
+    evaluate: Evaluate | None = None
+    # Runtime only: the torch.nn.Module (or other object) holding this node's weights.
+    module_object: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The node's JSON-able description (everything but the runtime fields)."""
+        return {
+            "id": self.id,
+            "op": self.op,
+            "module": self.module,
+            "kind": self.kind,
+            "observed": self.observed,
+            "distribution": self.distribution.as_dict(),
+            "shape": _shape_to_json(self.shape),
+            "dtype": self.dtype,
+            "parents": list(self.parents),
+            **({"attrs": self.attrs} if self.attrs else {}),
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Node) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _shape_to_json(shape: Shape) -> list:
+    return [_shape_to_json(d) if isinstance(d, tuple) else d for d in shape]
+
+
+def shape_from_json(shape: list) -> Shape:
+    """Inverse of the JSON form of a shape (lists become tuples)."""
+    return tuple(shape_from_json(d) if isinstance(d, list) else d for d in shape)
+
+
+def is_tuple_shape(shape: Shape) -> bool:
+    """True when the node's value is a tuple of tensors (its shape is a tuple of shapes)."""
+    return any(isinstance(d, tuple) for d in shape)
+
+
+def event_shape(shape: Shape) -> Shape:
+    """The shape of one sample: ``shape`` without its symbolic batch dimensions."""
+    if is_tuple_shape(shape):
+        return tuple(event_shape(s) for s in shape)
+    return tuple(d for d in shape if not isinstance(d, str))
+
+
+class Graph:
+    """A directed graphical model over tensor-valued random variables.
+
+    ``inputs`` are the ids of the graph's input nodes in ``forward`` order; ``outputs`` the ids
+    of the nodes whose values the network returns, in order. ``model`` holds document-level
+    facts (name, source, class, view, ...).
+    """
+
+    def __init__(self, model: dict[str, Any] | None = None) -> None:
+        self.dag = nx.DiGraph()
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.model: dict[str, Any] = dict(model or {})
+        self.edge_kinds: dict[tuple[str, str], str] = {}
+
+    # -- building ---------------------------------------------------------------------------
+    def add(self, node: Node) -> Node:
+        """Add ``node``; its parents must already be in the graph."""
+        if node.id in self.dag:
+            raise GraphError(f"duplicate node id {node.id!r}")
+        for parent in node.parents:
+            if parent not in self.dag:
+                raise GraphError(f"node {node.id!r} reads {parent!r}, which is not in the graph")
+        self.dag.add_node(node.id, node=node)
+        self.dag.add_edges_from((p, node.id) for p in node.parents)
+        return node
+
+    def remove(self, node_id: str) -> None:
+        """Remove a node that no other node reads."""
+        if any(True for _ in self.dag.successors(node_id)):
+            raise GraphError(f"cannot remove {node_id!r}: other nodes read it")
+        self.dag.remove_node(node_id)
+
+    def set_parents(self, node_id: str, parents: Iterable[str]) -> None:
+        """Replace a node's parents (its CPD arguments) and the matching edges."""
+        node = self[node_id]
+        self.dag.remove_edges_from([(p, node_id) for p in node.parents])
+        node.parents = tuple(dict.fromkeys(parents))
+        self.dag.add_edges_from((p, node_id) for p in node.parents)
+
+    # -- reading ----------------------------------------------------------------------------
+    def __getitem__(self, node_id: str) -> Node:
+        try:
+            return self.dag.nodes[node_id]["node"]
+        except KeyError:
+            raise KeyError(f"no node {node_id!r} in the graph") from None
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.dag
+
+    def __len__(self) -> int:
+        return self.dag.number_of_nodes()
+
+    def __iter__(self) -> Iterator[Node]:
+        """Nodes in a deterministic topological order (insertion order breaks ties)."""
+        order = {n: i for i, n in enumerate(self.dag.nodes)}
+        for node_id in nx.lexicographical_topological_sort(self.dag, key=order.__getitem__):
+            yield self[node_id]
+
+    def edges(self) -> list[tuple[str, str]]:
+        """(parent, child) pairs in topological order of the child, then parent order."""
+        return [(p, node.id) for node in self for p in node.parents]
+
+    def edge_kind(self, source: str, target: str) -> str:
+        """The kind of an edge: ``deterministic`` unless a pass set another."""
+        return self.edge_kinds.get((source, target), "deterministic")
+
+    def children(self, node_id: str) -> list[str]:
+        return list(self.dag.successors(node_id))
+
+    # -- invariants -------------------------------------------------------------------------
+    def validate(self) -> Graph:
+        """Check the IR's invariants; raise :class:`GraphError` naming the first one broken."""
+        if not nx.is_directed_acyclic_graph(self.dag):
+            cycle = nx.find_cycle(self.dag)
+            raise GraphError(f"the graph has a cycle through {cycle[0][0]!r}")
+        for node_id, data in self.dag.nodes(data=True):
+            node = data.get("node")
+            if node is None or node.id != node_id:
+                raise GraphError(f"node {node_id!r} has no matching Node record")
+            if node.kind not in KINDS:
+                raise GraphError(f"node {node_id!r} has unknown kind {node.kind!r}")
+            if set(self.dag.predecessors(node_id)) != set(node.parents):
+                raise GraphError(f"node {node_id!r}: edges differ from its CPD arguments")
+            if len(set(node.parents)) != len(node.parents):
+                raise GraphError(f"node {node_id!r} lists a parent twice")
+            if node.kind == DETERMINISTIC and node.distribution.family != "Delta":
+                raise GraphError(f"deterministic node {node_id!r} must have a Delta CPD")
+            for name, value in node.distribution.params.items():
+                if isinstance(value, str) and value not in node.parents:
+                    raise GraphError(
+                        f"node {node_id!r}: parameter {name!r} reads {value!r}, not a parent"
+                    )
+        for node_id in [*self.inputs, *self.outputs]:
+            if node_id not in self.dag:
+                raise GraphError(f"input/output {node_id!r} is not a node")
+        return self
+
+    # -- comparison -------------------------------------------------------------------------
+    def as_dict(self) -> dict[str, Any]:
+        """Everything that defines the model's structure, in a canonical JSON-able form."""
+        return {
+            "model": {**self.model, "inputs": list(self.inputs), "outputs": list(self.outputs)},
+            "nodes": [node.as_dict() for node in self],
+            "edges": [
+                {"source": s, "target": t, "kind": self.edge_kind(s, t)} for s, t in self.edges()
+            ],
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Graph) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Graph({self.model.get('name', '?')!r}, {len(self)} nodes)"
