@@ -309,9 +309,14 @@ def build_graph(
             return Ref(ids[t.call], t.path)
         return t
 
+    per_scope: dict[tuple, int] = {}
+    for item in items:
+        if isinstance(item, Call) and item.scope:
+            per_scope[item.scope] = per_scope.get(item.scope, 0) + 1
     for item in items:
         if isinstance(item, Call):
-            node = _node(item, fresh(_base_name(item)), shapes[item.index], outer)
+            alone = item.kind == "function" and per_scope.get(item.scope) == 1
+            node = _node(item, fresh(_base_name(item, alone)), shapes[item.index], outer)
             ids[item.index] = node.id
             graph.add(node)
             if item.kind == "input":
@@ -404,12 +409,16 @@ def _dtype_of_template(template: Any, calls: list[Call]) -> str:
     return "none"
 
 
-def _base_name(call: Call) -> str:
+def _base_name(call: Call, alone: bool) -> str:
+    """Input name, module path, or ``<module path>.<op>``; a function call that is alone in
+    its module (a user-defined layer with one op) takes the module's path."""
     if call.kind == "input":
         return call.target
     if call.kind == "module":
         return call.scope[-1][0] or call.op.lower()
     path = call.scope[-1][0] if call.scope else ""
+    if alone and path:
+        return path
     return f"{path}.{call.op}" if path else call.op
 
 
@@ -461,6 +470,20 @@ def _target_name(func: Any) -> str:
     return op_name(func)[1]
 
 
+def _run_once(module: torch.nn.Module, inputs: dict[str, torch.Tensor], name: str) -> Trace:
+    try:
+        return Recorder(module).run(inputs)
+    except TraceError:
+        raise
+    except Exception as error:  # noqa: BLE001 - user code may raise anything
+        shapes = " ".join(f"{k}={','.join(map(str, v.shape))}" for k, v in inputs.items())
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise TraceError(
+            f"running {name} on example inputs {shapes} failed ({type(error).__name__}: "
+            f"{text}): check --input-shape"
+        ) from None
+
+
 # -- entry point ------------------------------------------------------------------------------
 def trace_module(
     module: torch.nn.Module,
@@ -472,7 +495,10 @@ def trace_module(
     source: str | None = None,
 ) -> Graph:
     """Compile ``module`` into a graph, tracing it on ``example_inputs`` (batch dimension 0)."""
-    module.train(train)
+    try:
+        module.train(train)
+    except NotImplementedError:  # an exported program keeps the mode it was exported in
+        pass
     b1, b2 = TRACE_BATCHES
     try:
         t1 = Recorder(module).run({k: with_batch(v, b1) for k, v in example_inputs.items()})
@@ -480,8 +506,10 @@ def trace_module(
         calls, outputs, groups, shape_list = merge_traces(t1, t2, b1, b2)
         batch: int | str = "N"
         classes = t1.module_classes
-    except NotBatchable:
-        t = Recorder(module).run(example_inputs)
+    except TraceError:
+        raise
+    except Exception:  # noqa: BLE001 - retry at the example's own batch size below
+        t = _run_once(module, example_inputs, name or type(module).__name__)
         calls, outputs, groups = t.calls, t.output, t.module_outputs
         shape_list, classes = static_shapes(t), t.module_classes
         batch = next(iter(example_inputs.values())).shape[0]
@@ -496,5 +524,6 @@ def trace_module(
         "mode": "train" if train else "eval",
         "depth": depth,
         "batch": batch,
+        "parameters": sum(p.numel() for p in module.parameters()),
     }
     return build_graph(items, outputs, shapes, classes, model)

@@ -319,10 +319,39 @@ class Recorder(TorchFunctionMode):
         torch.nn.Module.__call__ = patched
         try:
             with self, torch.no_grad():
-                out = self.root(**inputs)
+                if _has_module_stacks(self.root):
+                    out = _ScopedInterpreter(self.root, self).run(*inputs.values())
+                else:
+                    out = self.root(**inputs)
         finally:
             torch.nn.Module.__call__ = original
         return Trace(self.calls, self.template(out), self.module_outputs, self.module_classes)
+
+
+def _has_module_stacks(root: torch.nn.Module) -> bool:
+    """A graph module from ``torch.export`` whose nodes remember their module paths."""
+    graph = getattr(root, "graph", None)
+    return isinstance(root, torch.fx.GraphModule) and any(
+        node.meta.get("nn_module_stack") for node in graph.nodes
+    )
+
+
+class _ScopedInterpreter(torch.fx.Interpreter):
+    """Runs an exported graph node by node, telling the recorder each node's module path."""
+
+    def __init__(self, root: torch.fx.GraphModule, recorder: Recorder) -> None:
+        super().__init__(root)
+        self.recorder = recorder
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        stack = n.meta.get("nn_module_stack") or {}
+        scope = [("", 0)]
+        for path, _cls in stack.values():
+            path = path.removeprefix("L['self'].").removeprefix("L['self']")
+            if path and path != scope[-1][0]:
+                scope.append((path, 0))
+        self.recorder.scope = scope
+        return super().run_node(n)
 
 
 def _leaves(obj: Any):

@@ -1,0 +1,1 @@
+"""The ``nn2pgm`` command: a thin layer over the library's public API."""

@@ -1,0 +1,189 @@
+"""``nn2pgm convert | inspect | check``.
+
+Exit codes: 0 success or check passed, 1 a check failed, 2 bad usage or bad input (one line on
+stderr naming the problem and the fix; no traceback, no output file left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+SOURCE_HELP = (
+    "model.pt2 (a saved torch.export program), path/file.py:Name or package.module:Name "
+    "(an nn.Module class built with no arguments, or a function returning a module)"
+)
+EPILOG = """examples:
+  nn2pgm convert fixtures/vae.py:VAE -o vae.svg
+  nn2pgm inspect fixtures/lenet.py:LeNet --depth 1
+  nn2pgm check fixtures/resnet.py:ResNet50 --samples 8
+  nn2pgm convert mypkg.models:Net --input-shape x=1,3,32,32 --weights net.pt -o net.json
+
+Example inputs come from --input-shape or from the module's own example_inputs() method,
+which returns {forward argument name: example tensor} with the batch as dimension 0.
+exit codes: 0 ok / check passed, 1 check failed, 2 bad usage or bad input"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    parser.add_argument(
+        "--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+        help="example input shape for forward argument NAME, batch first (repeatable)",
+    )
+    parser.add_argument(
+        "--weights", metavar="FILE",
+        help="trained weights: a state_dict saved with torch.save (read with "
+        "weights_only=True) or a .safetensors file",
+    )
+    parser.add_argument("--train", action="store_true", help="trace in training mode")
+
+
+def _depth_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--depth", type=int, metavar="N",
+        help="group layers by module path: 1 = the model's direct children (default: every "
+        "layer and op)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="nn2pgm",
+        description="Compile a neural network into a probabilistic graphical model.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    convert = commands.add_parser(
+        "convert", help="write the graphical model as JSON, DOT, SVG or PNG",
+        description="Convert SOURCE into a graphical model; the format comes from OUT's "
+        "suffix (.json, .dot, .svg, .png) or --to.",
+    )
+    _source_options(convert)
+    _depth_option(convert)
+    convert.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
+    convert.add_argument("--to", choices=["json", "dot", "svg", "png"], help="output format")
+
+    inspect = commands.add_parser(
+        "inspect", help="print a table of the model's random variables",
+        description="Print node, kind, op, shape and parameter count for every random "
+        "variable, with totals.",
+    )
+    _source_options(inspect)
+    _depth_option(inspect)
+    inspect.add_argument("--json", action="store_true", help="print the table as JSON")
+
+    check = commands.add_parser(
+        "check", help="prove by sampling that the graph computes what the network computes",
+        description="Run the converted graph and the original network on the same random "
+        "inputs (right dtype and range) and the same random seed; print per-output max "
+        "abs/rel error. Exit 0 pass, 1 fail.",
+    )
+    _source_options(check)
+    check.add_argument("--samples", type=int, default=32, metavar="N", help="inputs to draw")
+    check.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
+    check.add_argument(
+        "--rtol", type=float, default=1e-5, metavar="TOL",
+        help="largest max-abs error relative to the output's largest magnitude (1e-5)",
+    )
+    return parser
+
+
+def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
+    from nn2pgm.frontends.sources import parse_input_shape
+
+    shapes = dict(parse_input_shape(text) for text in args.input_shape)
+    return shapes or None
+
+
+def run(args: argparse.Namespace) -> int:
+    import nn2pgm
+
+    if args.command == "convert":
+        fmt = nn2pgm.output_format(args.output, args.to)
+        graph = nn2pgm.convert(
+            args.source, input_shapes=_shapes(args), weights=args.weights, train=args.train,
+            depth=args.depth,
+        )
+        nn2pgm.write(graph, args.output, to=fmt)
+        print(f"wrote {args.output} ({fmt}, {len(graph)} nodes)")
+        return 0
+    if args.command == "inspect":
+        from nn2pgm import summary
+
+        graph = nn2pgm.convert(
+            args.source, input_shapes=_shapes(args), weights=args.weights, train=args.train,
+            depth=args.depth,
+        )
+        if args.json:
+            doc = {"model": graph.model, "nodes": summary.rows(graph),
+                   "totals": summary.totals(graph)}
+            print(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            print(summary.table(graph))
+        return 0
+    if args.samples <= 0:
+        raise UsageError("--samples must be positive")
+    report = nn2pgm.check(
+        args.source, input_shapes=_shapes(args), weights=args.weights, train=args.train,
+        samples=args.samples, seed=args.seed, rtol=args.rtol,
+    )
+    print("\n".join(report.lines()))
+    return 0 if report.passed else 1
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, reported as one line with exit code 2."""
+    from nn2pgm.backends.dot import RenderError
+    from nn2pgm.frontends.sources import SourceError
+    from nn2pgm.frontends.tracing import TraceError
+    from nn2pgm.ir import GraphError
+
+    return (UsageError, SourceError, TraceError, GraphError, RenderError, OSError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.version:
+            import nn2pgm
+
+            print(f"nn2pgm {nn2pgm.__version__}")
+            return 0
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return run(args)
+    except UsageError as error:
+        print(f"nn2pgm: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        if isinstance(error, user_errors()):
+            print(f"nn2pgm: error: {_one_line(error)}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot access {error.filename}: {error.strerror}"
+    text = " ".join(str(error).split())
+    return text or type(error).__name__

@@ -1,0 +1,149 @@
+"""nn2pgm: compile neural networks into probabilistic graphical models.
+
+>>> import nn2pgm
+>>> graph = nn2pgm.convert("fixtures/vae.py:VAE")          # doctest: +SKIP
+>>> nn2pgm.write(graph, "vae.json")                          # doctest: +SKIP
+>>> nn2pgm.check("fixtures/vae.py:VAE").passed               # doctest: +SKIP
+True
+
+Heavy modules are imported inside the functions, so ``import nn2pgm`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .check import CheckReport
+    from .frontends.sources import Source
+    from .ir import Graph
+
+__all__ = ["convert", "load", "write", "to_json", "to_dot", "check", "sample", "load_source"]
+__version__ = "0.1.0"
+
+FORMATS = ("json", "dot", "svg", "png")
+
+
+def load_source(
+    source: str,
+    *,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    weights: str | None = None,
+) -> Source:
+    """Resolve ``model.pt2``, ``path/file.py:Name`` or ``package.module:Name`` into a module
+    with example inputs (and trained ``weights``)."""
+    from .frontends.sources import load_source as _load
+
+    return _load(source, input_shapes=input_shapes, weights=weights)
+
+
+def convert(
+    source: Any,
+    *,
+    example_inputs: dict[str, Any] | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    weights: str | None = None,
+    train: bool = False,
+    depth: int | None = None,
+) -> Graph:
+    """Compile a network (a SOURCE string, a :class:`Source` or an ``nn.Module`` with
+    ``example_inputs``) into a graphical model."""
+    from .frontends.pytorch import trace_module
+    from .frontends.sources import Source as _Source
+
+    if isinstance(source, str):
+        source = load_source(source, input_shapes=input_shapes, weights=weights)
+    if not isinstance(source, _Source):
+        if example_inputs is None and callable(getattr(source, "example_inputs", None)):
+            example_inputs = dict(source.example_inputs())
+        if example_inputs is None:
+            raise ValueError("convert(module) needs example_inputs={name: tensor}")
+        source = _Source(source, dict(example_inputs), type(source).__qualname__,
+                         type(source).__name__)
+    return trace_module(
+        source.module, source.example_inputs, train=train, depth=depth, name=source.name,
+        source=source.spec,
+    )
+
+
+def load(path: str) -> Graph:
+    """Read a JSON document written by :func:`write` back into a graph."""
+    from .backends.json_format import load as _load
+
+    return _load(path)
+
+
+def to_json(graph: Graph) -> str:
+    """The graph as an ``nn2pgm.graph`` JSON document."""
+    from .backends.json_format import to_json as _to_json
+
+    return _to_json(graph)
+
+
+def to_dot(graph: Graph) -> str:
+    """The graph as Graphviz DOT in the textbook PGM look."""
+    from .backends.dot import to_dot as _to_dot
+
+    return _to_dot(graph)
+
+
+def output_format(path: str, to: str | None = None) -> str:
+    """The output format named by ``to`` or by the suffix of ``path``."""
+    fmt = (to or path.rpartition(".")[2]).lower()
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"cannot tell the output format of {path!r}: use a .json, .dot, .svg or .png "
+            "suffix or --to"
+        )
+    return fmt
+
+
+def write(graph: Graph, path: str, *, to: str | None = None) -> str:
+    """Write ``graph`` to ``path`` (format from the suffix or ``to``); return the format."""
+    from .backends import dot, json_format
+
+    fmt = output_format(path, to)
+    if fmt == "json":
+        json_format.write_json(graph, path)
+    elif fmt == "dot":
+        dot.write_dot(graph, path)
+    else:
+        dot.render(dot.to_dot(graph), path)
+    return fmt
+
+
+def sample(graph: Graph, evidence: dict[str, Any] | None = None, **kwargs: Any) -> dict:
+    """Ancestral sampling: values of the graph's outputs given ``evidence`` (``do=`` fixes
+    nodes, ``keep="all"`` returns every node)."""
+    from .executor import Executor
+
+    return Executor(graph).sample(evidence, **kwargs)
+
+
+def check(
+    source: Any,
+    *,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    weights: str | None = None,
+    train: bool = False,
+    samples: int = 32,
+    seed: int = 0,
+    rtol: float = 1e-5,
+    graph: Graph | None = None,
+) -> CheckReport:
+    """Convert ``source`` (or use ``graph``) and compare it with the network on random inputs."""
+    import copy
+
+    from .check import check_graph
+
+    if isinstance(source, str):
+        source = load_source(source, input_shapes=input_shapes, weights=weights)
+    if graph is None:
+        graph = convert(copy.deepcopy(source), train=train)
+    try:
+        source.module.train(train)
+    except NotImplementedError:  # an exported program keeps the mode it was exported in
+        pass
+    return check_graph(
+        graph, source.module, source.example_inputs, samples=samples, seed=seed, rtol=rtol
+    )
