@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .check import CheckReport
+    from .verify import CheckReport
     from .frontends.sources import Source
     from .ir import Graph
 
@@ -134,7 +134,7 @@ def check(
     """Convert ``source`` (or use ``graph``) and compare it with the network on random inputs."""
     import copy
 
-    from .check import check_graph
+    from .verify import check_graph
 
     if isinstance(source, str):
         source = load_source(source, input_shapes=input_shapes, weights=weights)

@@ -266,7 +266,7 @@ def group_by_depth(
     open_groups: dict[tuple, Group] = {}
     for call in calls:
         key = call.scope[: depth + 1]
-        if call.kind == "input" or len(call.scope) <= depth + 1 or key not in module_outputs:
+        if call.kind == "input" or len(call.scope) < depth + 1 or key not in module_outputs:
             items.append(call)
             continue
         if key not in open_groups:

@@ -8,8 +8,10 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -237,6 +239,8 @@ def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.T
     file = Path(path)
     if not file.is_file():
         raise SourceError(f"no such file: {path}")
+    if not zipfile.is_zipfile(file):
+        raise SourceError(f"{path} is not a saved torch.export program (not a .pt2 archive)")
 
     def refuse(*_: Any, **__: Any) -> Any:
         raise SourceError(f"{path} holds pickled Python objects; nn2pgm reads only tensors")
@@ -251,6 +255,8 @@ def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.T
     torch.load, torch._C._pickle_load_obj = tensors_only, refuse
     _package.pickle = type("NoPickle", (), {"loads": staticmethod(refuse), **{
         k: getattr(pickle, k) for k in ("dumps", "HIGHEST_PROTOCOL")}})
+    logger = logging.getLogger("torch.export")
+    level, logger.level = logger.level, logging.CRITICAL
     try:
         program = torch.export.load(str(file))
     except SourceError:
@@ -261,6 +267,7 @@ def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.T
         ) from None
     finally:
         torch.load, _package.pickle, torch._C._pickle_load_obj = saved
+        logger.setLevel(level)
     names = [
         spec.arg.name for spec in program.graph_signature.input_specs
         if spec.kind.name == "USER_INPUT"

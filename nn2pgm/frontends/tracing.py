@@ -92,8 +92,7 @@ DROPOUT_FUNCTIONS = {
 DROPOUT_MODULES = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout"}
 DROPOUT_MODULES |= {"FeatureAlphaDropout", "RReLU"}
 # Reading these from a tensor that depends on the inputs is data-dependent control flow.
-VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy"}
-VALUE_READS |= {"__complex__", "__array__"}
+VALUE_READS = {"bool", "item", "tolist", "int", "float", "index", "numpy", "complex", "array"}
 # Torch modules with children that still are one layer.
 ATOMIC_MODULES = {"MultiheadAttention"}
 CONTAINERS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
