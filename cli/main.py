@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 SOURCE_HELP = (
     "model.pt2 (a saved torch.export program), path/file.py:Name or package.module:Name "
@@ -40,11 +40,15 @@ class Parser(argparse.ArgumentParser):
 def _source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     parser.add_argument(
-        "--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
         help="example input shape for forward argument NAME, batch first (repeatable)",
     )
     parser.add_argument(
-        "--weights", metavar="FILE",
+        "--weights",
+        metavar="FILE",
         help="trained weights: a state_dict saved with torch.save (read with "
         "weights_only=True) or a .safetensors file",
     )
@@ -53,7 +57,9 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
 
 def _depth_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--depth", type=int, metavar="N",
+        "--depth",
+        type=int,
+        metavar="N",
         help="group layers by module path: 1 = the model's direct children (default: every "
         "layer and op)",
     )
@@ -70,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     convert = commands.add_parser(
-        "convert", help="write the graphical model as JSON, DOT, SVG or PNG",
+        "convert",
+        help="write the graphical model as JSON, DOT, SVG or PNG",
         description="Convert SOURCE into a graphical model; the format comes from OUT's "
         "suffix (.json, .dot, .svg, .png) or --to.",
     )
@@ -80,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", choices=["json", "dot", "svg", "png"], help="output format")
 
     inspect = commands.add_parser(
-        "inspect", help="print a table of the model's random variables",
+        "inspect",
+        help="print a table of the model's random variables",
         description="Print node, kind, op, shape and parameter count for every random "
         "variable, with totals.",
     )
@@ -89,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print the table as JSON")
 
     check = commands.add_parser(
-        "check", help="prove by sampling that the graph computes what the network computes",
+        "check",
+        help="prove by sampling that the graph computes what the network computes",
         description="Run the converted graph and the original network on the same random "
         "inputs (right dtype and range) and the same random seed; print per-output max "
         "abs/rel error. Exit 0 pass, 1 fail.",
@@ -98,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--samples", type=int, default=32, metavar="N", help="inputs to draw")
     check.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     check.add_argument(
-        "--rtol", type=float, default=1e-5, metavar="TOL",
+        "--rtol",
+        type=float,
+        default=1e-5,
+        metavar="TOL",
         help="largest max-abs error relative to the output's largest magnitude (1e-5)",
     )
     return parser
@@ -117,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "convert":
         fmt = nn2pgm.output_format(args.output, args.to)
         graph = nn2pgm.convert(
-            args.source, input_shapes=_shapes(args), weights=args.weights, train=args.train,
+            args.source,
+            input_shapes=_shapes(args),
+            weights=args.weights,
+            train=args.train,
             depth=args.depth,
         )
         nn2pgm.write(graph, args.output, to=fmt)
@@ -127,12 +142,18 @@ def run(args: argparse.Namespace) -> int:
         from nn2pgm import summary
 
         graph = nn2pgm.convert(
-            args.source, input_shapes=_shapes(args), weights=args.weights, train=args.train,
+            args.source,
+            input_shapes=_shapes(args),
+            weights=args.weights,
+            train=args.train,
             depth=args.depth,
         )
         if args.json:
-            doc = {"model": graph.model, "nodes": summary.rows(graph),
-                   "totals": summary.totals(graph)}
+            doc = {
+                "model": graph.model,
+                "nodes": summary.rows(graph),
+                "totals": summary.totals(graph),
+            }
             print(json.dumps(doc, indent=2, sort_keys=True))
         else:
             print(summary.table(graph))
@@ -140,8 +161,13 @@ def run(args: argparse.Namespace) -> int:
     if args.samples <= 0:
         raise UsageError("--samples must be positive")
     report = nn2pgm.check(
-        args.source, input_shapes=_shapes(args), weights=args.weights, train=args.train,
-        samples=args.samples, seed=args.seed, rtol=args.rtol,
+        args.source,
+        input_shapes=_shapes(args),
+        weights=args.weights,
+        train=args.train,
+        samples=args.samples,
+        seed=args.seed,
+        rtol=args.rtol,
     )
     print("\n".join(report.lines()))
     return 0 if report.passed else 1

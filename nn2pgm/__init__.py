@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .verify import CheckReport
     from .frontends.sources import Source
     from .ir import Graph
+    from .verify import CheckReport
 
 __all__ = ["convert", "load", "write", "to_json", "to_dot", "check", "sample", "load_source"]
 __version__ = "0.1.0"
@@ -58,10 +58,15 @@ def convert(
             example_inputs = dict(source.example_inputs())
         if example_inputs is None:
             raise ValueError("convert(module) needs example_inputs={name: tensor}")
-        source = _Source(source, dict(example_inputs), type(source).__qualname__,
-                         type(source).__name__)
+        source = _Source(
+            source, dict(example_inputs), type(source).__qualname__, type(source).__name__
+        )
     return trace_module(
-        source.module, source.example_inputs, train=train, depth=depth, name=source.name,
+        source.module,
+        source.example_inputs,
+        train=train,
+        depth=depth,
+        name=source.name,
         source=source.spec,
     )
 

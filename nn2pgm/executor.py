@@ -6,7 +6,8 @@ values (for a ``Delta`` CPD, computed), unless ``do`` fixes it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

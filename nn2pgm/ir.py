@@ -11,8 +11,9 @@ This module imports nothing else of nn2pgm.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import networkx as nx
 

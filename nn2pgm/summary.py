@@ -48,9 +48,7 @@ def table(graph: Graph) -> str:
     data = rows(graph)
     header = {"node": "node", "kind": "kind", "op": "op", "shape": "shape", "params": "params"}
     cols = ["node", "kind", "op", "shape", "params"]
-    shown = [
-        {**r, "kind": r["kind"] + (" (observed)" if r["observed"] else "")} for r in data
-    ]
+    shown = [{**r, "kind": r["kind"] + (" (observed)" if r["observed"] else "")} for r in data]
     widths = {c: max(len(str(r[c])) for r in [header, *shown]) for c in cols}
     lines = []
     for r in [header, *shown]:

@@ -6,8 +6,9 @@ seed, so that random ops draw the same noise; the outputs are compared elementwi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

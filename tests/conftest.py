@@ -25,8 +25,16 @@ FIXTURES = {
     "resnet50": "fixtures/resnet.py:ResNet50",
     "gpt2": "fixtures/gpt2.py:GPT2",
 }
-SMALL = ["vae", "vae_decoder", "distributions_vae", "dcgan_generator", "dcgan_discriminator",
-         "mlp", "lenet", "char_lstm"]
+SMALL = [
+    "vae",
+    "vae_decoder",
+    "distributions_vae",
+    "dcgan_generator",
+    "dcgan_discriminator",
+    "mlp",
+    "lenet",
+    "char_lstm",
+]
 
 
 def build(spec: str):

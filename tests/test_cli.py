@@ -19,7 +19,11 @@ def nn2pgm_cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     """Run the command in a fresh process, as a user would."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
         timeout=300,
     )
 
@@ -88,23 +92,28 @@ def test_file_that_is_not_a_model(tmp_path):
 
 def test_name_that_is_not_a_module(user_file, tmp_path):
     out = tmp_path / "out.json"
-    assert_bad_input(nn2pgm_cli("convert", f"{user_file}:not_a_module", "-o", str(out)),
-                     "not an nn.Module")
-    assert_bad_input(nn2pgm_cli("convert", f"{user_file}:Missing", "-o", str(out)),
-                     "has no 'Missing'", "Gate")
+    assert_bad_input(
+        nn2pgm_cli("convert", f"{user_file}:not_a_module", "-o", str(out)), "not an nn.Module"
+    )
+    assert_bad_input(
+        nn2pgm_cli("convert", f"{user_file}:Missing", "-o", str(out)), "has no 'Missing'", "Gate"
+    )
     assert not out.exists()
 
 
 def test_wrong_input_shape(tmp_path):
     out = tmp_path / "vae.json"
-    result = nn2pgm_cli("convert", "fixtures/vae.py:VAEDecoder", "--input-shape", "z=1,7",
-                        "-o", str(out))
+    result = nn2pgm_cli(
+        "convert", "fixtures/vae.py:VAEDecoder", "--input-shape", "z=1,7", "-o", str(out)
+    )
     assert_bad_input(result, "z=1,7", "--input-shape")
-    result = nn2pgm_cli("convert", "fixtures/vae.py:VAEDecoder", "--input-shape", "q=1,20",
-                        "-o", str(out))
+    result = nn2pgm_cli(
+        "convert", "fixtures/vae.py:VAEDecoder", "--input-shape", "q=1,20", "-o", str(out)
+    )
     assert_bad_input(result, "no argument 'q'", "z")
-    result = nn2pgm_cli("convert", "fixtures/vae.py:VAEDecoder", "--input-shape", "z=1,x",
-                        "-o", str(out))
+    result = nn2pgm_cli(
+        "convert", "fixtures/vae.py:VAEDecoder", "--input-shape", "z=1,x", "-o", str(out)
+    )
     assert_bad_input(result, "must be integers")
     assert not out.exists()
 
@@ -121,8 +130,10 @@ def test_unwritable_output_path(tmp_path):
 
 def test_unknown_output_format(tmp_path):
     out = tmp_path / "vae.txt"
-    assert_bad_input(nn2pgm_cli("convert", "fixtures/vae.py:VAEDecoder", "-o", str(out)),
-                     ".json, .dot, .svg or .png")
+    assert_bad_input(
+        nn2pgm_cli("convert", "fixtures/vae.py:VAEDecoder", "-o", str(out)),
+        ".json, .dot, .svg or .png",
+    )
     assert not out.exists()
 
 

@@ -10,8 +10,9 @@ module path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -234,8 +235,14 @@ def _parameter_count(call: Call) -> int:
     if call.kind == "module":
         return sum(p.numel() for p in call.target.parameters())
     seen = {}
-    _map((call.args, call.kwargs), lambda t: seen.setdefault(id(t.value), t.value)
-         if isinstance(t, Const) and isinstance(t.value, torch.nn.Parameter) else None)
+    _map(
+        (call.args, call.kwargs),
+        lambda t: (
+            seen.setdefault(id(t.value), t.value)
+            if isinstance(t, Const) and isinstance(t.value, torch.nn.Parameter)
+            else None
+        ),
+    )
     return sum(p.numel() for p in seen.values())
 
 
@@ -303,16 +310,17 @@ def build_graph(
             group_id, positions = owner[t.call]
             for (call, path), pos in positions.items():
                 if call == t.call and t.path[: len(path)] == path:
-                    return Ref(group_id, (*pos, *t.path[len(path):]))
+                    return Ref(group_id, (*pos, *t.path[len(path) :]))
             raise TraceError(f"a value inside module {group_id!r} is read outside of it")
         if isinstance(t, Ref):
             return Ref(ids[t.call], t.path)
         return t
 
-    per_scope: dict[tuple, int] = {}
+    per_scope: dict[tuple, int] = {}  # calls under each module scope, nested ones included
     for item in items:
-        if isinstance(item, Call) and item.scope:
-            per_scope[item.scope] = per_scope.get(item.scope, 0) + 1
+        for call in item.calls if isinstance(item, Group) else [item]:
+            for end in range(1, len(call.scope) + 1):
+                per_scope[call.scope[:end]] = per_scope.get(call.scope[:end], 0) + 1
     for item in items:
         if isinstance(item, Call):
             alone = item.kind == "function" and per_scope.get(item.scope) == 1
@@ -326,14 +334,13 @@ def build_graph(
         group_id = fresh(path)
         inner = {c.index for c in item.calls}
         inner_ids = {c.index: f"{group_id}/{c.index}" for c in item.calls}
+
         def inside(t: Any, inner=inner, inner_ids=inner_ids) -> Any:
             if isinstance(t, Ref) and t.call in inner:
                 return Ref(inner_ids[t.call], t.path)
             return outer(t)
 
-        evaluators = [
-            (inner_ids[c.index], _evaluator(_rebind(c, inside))) for c in item.calls
-        ]
+        evaluators = [(inner_ids[c.index], _evaluator(_rebind(c, inside))) for c in item.calls]
         out_t = _map(item.output, inside)
         out_fn = _compile(out_t)
         positions: dict[tuple, tuple] = {}
@@ -428,8 +435,13 @@ def _node(call: Call, node_id: str, shape: tuple, outer: Callable) -> Node:
     attrs: dict[str, Any] = {}
     if call.kind == "input":
         return Node(
-            id=node_id, op="input", kind=STOCHASTIC, observed=True,
-            distribution=Distribution("Data"), shape=shape, dtype=_dtype(call.value),
+            id=node_id,
+            op="input",
+            kind=STOCHASTIC,
+            observed=True,
+            distribution=Distribution("Data"),
+            shape=shape,
+            dtype=_dtype(call.value),
         )
     if call.kind == "function":
         attrs["target"] = _target_name(call.target)

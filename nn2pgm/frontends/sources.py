@@ -12,9 +12,10 @@ import logging
 import os
 import sys
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -105,8 +106,11 @@ def _import_object(spec: str) -> Any:
             raise SourceError(f"importing {target} failed: {_one_line(error)}") from None
     if not hasattr(module, name):
         names = sorted(
-            k for k, v in vars(module).items()
-            if isinstance(v, type) and issubclass(v, torch.nn.Module) and not k.startswith("_")
+            k
+            for k, v in vars(module).items()
+            if isinstance(v, type)
+            and issubclass(v, torch.nn.Module)
+            and not k.startswith("_")
             and v.__module__ == module.__name__
         )
         hint = f" (modules there: {', '.join(names)})" if names else ""
@@ -253,8 +257,14 @@ def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.T
 
     saved = (torch.load, _package.pickle, torch._C._pickle_load_obj)
     torch.load, torch._C._pickle_load_obj = tensors_only, refuse
-    _package.pickle = type("NoPickle", (), {"loads": staticmethod(refuse), **{
-        k: getattr(pickle, k) for k in ("dumps", "HIGHEST_PROTOCOL")}})
+    _package.pickle = type(
+        "NoPickle",
+        (),
+        {
+            "loads": staticmethod(refuse),
+            **{k: getattr(pickle, k) for k in ("dumps", "HIGHEST_PROTOCOL")},
+        },
+    )
     logger = logging.getLogger("torch.export")
     level, logger.level = logger.level, logging.CRITICAL
     try:
@@ -269,7 +279,8 @@ def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.T
         torch.load, _package.pickle, torch._C._pickle_load_obj = saved
         logger.setLevel(level)
     names = [
-        spec.arg.name for spec in program.graph_signature.input_specs
+        spec.arg.name
+        for spec in program.graph_signature.input_specs
         if spec.kind.name == "USER_INPUT"
     ]
     args, kwargs = program.example_inputs or ((), {})

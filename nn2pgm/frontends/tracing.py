@@ -14,8 +14,9 @@ from __future__ import annotations
 import linecache
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
@@ -211,18 +212,22 @@ class Recorder(TorchFunctionMode):
                 found = False
         return found
 
-    def register(self, value: Any, index: int, data: bool, path: tuple = ()) -> None:
-        """Follow every tensor inside ``value`` as ``Ref(index, path)``."""
+    def register(
+        self, value: Any, index: int, data: bool, path: tuple = (), rebind: bool = True
+    ) -> None:
+        """Follow every tensor inside ``value`` as ``Ref(index, path)``; a tensor already
+        followed keeps its ref unless ``rebind`` (it was changed in place)."""
         if isinstance(value, torch.Tensor):
-            self.refs[id(value)] = (Ref(index, path), data)
-            self.keep.append(value)
+            if rebind or id(value) not in self.refs:
+                self.refs[id(value)] = (Ref(index, path), data)
+                self.keep.append(value)
         elif isinstance(value, (list, tuple)):
             for i, v in enumerate(value):
-                self.register(v, index, data, (*path, i))
+                self.register(v, index, data, (*path, i), rebind)
 
     def add_call(self, call: Call) -> Call:
         self.calls.append(call)
-        self.register(call.value, call.index, call.data)
+        self.register(call.value, call.index, call.data, rebind=call.inplace is not None)
         return call
 
     # -- inputs -----------------------------------------------------------------------------
@@ -251,8 +256,9 @@ class Recorder(TorchFunctionMode):
             family = "Bernoulli"
         if reads is None and family is None and not _is_factory(value, args, kwargs):
             return value
-        return self._record(func, name, args, kwargs, bool(reads) or family is not None,
-                            family, value)
+        return self._record(
+            func, name, args, kwargs, bool(reads) or family is not None, family, value
+        )
 
     def _record(self, func, name, args, kwargs, data, family=None, value=None):
         if value is None:
@@ -262,8 +268,21 @@ class Recorder(TorchFunctionMode):
             value, inplace = args[0], 0
         elif isinstance(value, torch.Tensor):
             inplace = next((i for i, a in enumerate(args) if a is value), None)
-        call = Call(len(self.calls), "function", name, func, self.template(args),
-                    self.template(kwargs), tuple(self.scope), value, data, family, inplace)
+            if inplace is not None and not _mutates(name):
+                return value  # an alias of its argument (contiguous(), a no-op .to(), ...)
+        call = Call(
+            len(self.calls),
+            "function",
+            name,
+            func,
+            self.template(args),
+            self.template(kwargs),
+            tuple(self.scope),
+            value,
+            data,
+            family,
+            inplace,
+        )
         self.add_call(call)
         return value
 
@@ -298,9 +317,19 @@ class Recorder(TorchFunctionMode):
         if isinstance(value, torch.Tensor):
             inplace = next((i for i, a in enumerate(args) if a is value), None)
         scope = (*self.scope, (path, number))
-        call = Call(len(self.calls), "module", cls, module, self.template(args),
-                    self.template(kwargs), scope, value, bool(reads) or family is not None,
-                    family, inplace)
+        call = Call(
+            len(self.calls),
+            "module",
+            cls,
+            module,
+            self.template(args),
+            self.template(kwargs),
+            scope,
+            value,
+            bool(reads) or family is not None,
+            family,
+            inplace,
+        )
         self.add_call(call)
         return value
 
@@ -316,6 +345,9 @@ class Recorder(TorchFunctionMode):
             return recorder.module_call(original, module, *args, **kwargs)
 
         torch.nn.Module.__call__ = patched
+        # Argument validation of torch.distributions reads values; it is not the model.
+        validate = torch.distributions.Distribution._validate_args
+        torch.distributions.Distribution.set_default_validate_args(False)
         try:
             with self, torch.no_grad():
                 if _has_module_stacks(self.root):
@@ -324,6 +356,7 @@ class Recorder(TorchFunctionMode):
                     out = self.root(**inputs)
         finally:
             torch.nn.Module.__call__ = original
+            torch.distributions.Distribution.set_default_validate_args(validate)
         return Trace(self.calls, self.template(out), self.module_outputs, self.module_classes)
 
 
@@ -351,6 +384,29 @@ class _ScopedInterpreter(torch.fx.Interpreter):
                 scope.append((path, 0))
         self.recorder.scope = scope
         return super().run_node(n)
+
+
+_INPLACE_OPERATORS = {
+    "iadd",
+    "isub",
+    "imul",
+    "itruediv",
+    "ifloordiv",
+    "imatmul",
+    "ipow",
+    "imod",
+    "iand",
+    "ior",
+    "ixor",
+    "ilshift",
+    "irshift",
+    "setitem",
+}
+
+
+def _mutates(name: str) -> bool:
+    """An op that changes its first argument in place (``add_``, ``+=``, ``x[i] = v``)."""
+    return name in _INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_"))
 
 
 def _leaves(obj: Any):

@@ -58,12 +58,22 @@ def test_depth_groups_layers_by_module_path(models):
     model = models("resnet50").eval()
     graph = trace_module(model, model.example_inputs(), depth=1)
     ids = [node.id for node in graph]
-    assert ids == ["x", "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
-                   "layer4", "avgpool", "flatten", "fc"]
+    assert ids == [
+        "x",
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "flatten",
+        "fc",
+    ]
     assert graph["layer1"].op == "Sequential"
-    assert graph["layer1"].attrs["params"] == sum(
-        p.numel() for p in model.layer1.parameters()
-    )
+    assert graph["layer1"].attrs["params"] == sum(p.numel() for p in model.layer1.parameters())
     [(got, want)] = run_both(model, graph, {"x": torch.randn(2, 3, 64, 64)})
     assert torch.equal(got, want)
     deeper = trace_module(model, model.example_inputs(), depth=2)
@@ -120,7 +130,8 @@ class DataDependent(nn.Module):
 
 
 def test_data_dependent_if_names_the_line_and_the_fix():
-    with pytest.raises(DataDependentError, match=r"test_pytorch.py:\d+: if x.sum\(\) > 0.*torch.cond"):
+    where = r"test_pytorch.py:\d+: if x.sum\(\) > 0.*torch.cond"
+    with pytest.raises(DataDependentError, match=where):
         trace_module(DataDependent(), {"x": torch.randn(1, 4)})
 
 
