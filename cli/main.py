@@ -65,6 +65,38 @@ def _depth_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _model_options(parser: argparse.ArgumentParser, views: bool) -> None:
+    parser.add_argument(
+        "--latent",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="input NAME is latent noise with a standard normal prior (a generator's z)",
+    )
+    parser.add_argument(
+        "--likelihood",
+        action="append",
+        default=[],
+        metavar="OUTPUT=FAMILY",
+        help="give OUTPUT (node id or position) a likelihood: bernoulli, normal[:SCALE] or "
+        "categorical; the model becomes prescribed",
+    )
+    if views:
+        parser.add_argument(
+            "--view",
+            choices=["full", "latent", "augmented"],
+            default="full",
+            help="full: every layer; latent: only random variables; augmented: inference and "
+            "generative parts, implicit outputs, a GAN's discriminator (default: full)",
+        )
+        parser.add_argument(
+            "--discriminator",
+            metavar="SOURCE",
+            help="a GAN's discriminator, drawn as an auxiliary node with adversarial edges "
+            "(with --view augmented)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="nn2pgm",
@@ -83,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _source_options(convert)
     _depth_option(convert)
+    _model_options(convert, views=True)
     convert.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
     convert.add_argument("--to", choices=["json", "dot", "svg", "png"], help="output format")
 
@@ -94,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _source_options(inspect)
     _depth_option(inspect)
+    _model_options(inspect, views=True)
     inspect.add_argument("--json", action="store_true", help="print the table as JSON")
 
     check = commands.add_parser(
@@ -104,7 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         "abs/rel error. Exit 0 pass, 1 fail.",
     )
     _source_options(check)
-    check.add_argument("--samples", type=int, default=32, metavar="N", help="inputs to draw")
+    _model_options(check, views=False)
+    check.add_argument("--samples", type=int, default=100, metavar="N", help="inputs to draw")
+    check.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        metavar="A",
+        help="significance level of the distribution test for stochastic graphs (0.01)",
+    )
     check.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     check.add_argument(
         "--rtol",
@@ -121,6 +163,19 @@ def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
 
     shapes = dict(parse_input_shape(text) for text in args.input_shape)
     return shapes or None
+
+
+def _convert_options(args: argparse.Namespace) -> dict:
+    return {
+        "input_shapes": _shapes(args),
+        "weights": args.weights,
+        "train": args.train,
+        "depth": args.depth,
+        "latent": args.latent,
+        "likelihood": args.likelihood,
+        "view": args.view,
+        "discriminator": args.discriminator,
+    }
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,11 +45,24 @@ def convert(
     weights: str | None = None,
     train: bool = False,
     depth: int | None = None,
+    latent: list[str] | tuple[str, ...] = (),
+    likelihood: list[str] | tuple[str, ...] = (),
+    view: str = "full",
+    discriminator: Any = None,
 ) -> Graph:
     """Compile a network (a SOURCE string, a :class:`Source` or an ``nn.Module`` with
-    ``example_inputs``) into a graphical model."""
+    ``example_inputs``) into a graphical model.
+
+    Random ops become stochastic nodes and ``μ + σ·ε`` one Gaussian latent; ``latent`` names
+    inputs that are latent noise, ``likelihood`` gives outputs a density
+    (``OUTPUT=bernoulli|normal[:SCALE]|categorical``); ``view`` is ``full``, ``latent`` or
+    ``augmented``, the last with an optional GAN ``discriminator`` (a source like ``source``).
+    """
     from .frontends.pytorch import trace_module
     from .frontends.sources import Source as _Source
+    from .passes.reparameterization import reparameterize
+    from .passes.roles import assign_roles
+    from .passes.views import apply_view
 
     if isinstance(source, str):
         source = load_source(source, input_shapes=input_shapes, weights=weights)
@@ -61,7 +74,7 @@ def convert(
         source = _Source(
             source, dict(example_inputs), type(source).__qualname__, type(source).__name__
         )
-    return trace_module(
+    graph = trace_module(
         source.module,
         source.example_inputs,
         train=train,
@@ -69,6 +82,11 @@ def convert(
         name=source.name,
         source=source.spec,
     )
+    graph = assign_roles(reparameterize(graph), latent=latent, likelihood=likelihood)
+    critic = None
+    if discriminator is not None:
+        critic = convert(discriminator, train=train)
+    return apply_view(graph, view, critic)
 
 
 def load(path: str) -> Graph:
@@ -131,12 +149,16 @@ def check(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     weights: str | None = None,
     train: bool = False,
-    samples: int = 32,
+    latent: list[str] | tuple[str, ...] = (),
+    likelihood: list[str] | tuple[str, ...] = (),
+    samples: int = 100,
     seed: int = 0,
     rtol: float = 1e-5,
+    alpha: float = 0.01,
     graph: Graph | None = None,
 ) -> CheckReport:
-    """Convert ``source`` (or use ``graph``) and compare it with the network on random inputs."""
+    """Convert ``source`` (or use ``graph``) and compare it with the network on random inputs:
+    exactly under the same noise, and in distribution when both sample freely."""
     import copy
 
     from .verify import check_graph
@@ -144,11 +166,17 @@ def check(
     if isinstance(source, str):
         source = load_source(source, input_shapes=input_shapes, weights=weights)
     if graph is None:
-        graph = convert(copy.deepcopy(source), train=train)
+        graph = convert(copy.deepcopy(source), train=train, latent=latent, likelihood=likelihood)
     try:
         source.module.train(train)
     except NotImplementedError:  # an exported program keeps the mode it was exported in
         pass
     return check_graph(
-        graph, source.module, source.example_inputs, samples=samples, seed=seed, rtol=rtol
+        graph,
+        source.module,
+        source.example_inputs,
+        samples=samples,
+        seed=seed,
+        rtol=rtol,
+        alpha=alpha,
     )

@@ -48,6 +48,9 @@ class Executor:
         node's). ``evidence`` gives the observed inputs, ``do`` fixes any node."""
         evidence = dict(evidence or {})
         do = dict(do or {})
+        unknown = sorted(k for k in [*evidence, *do] if k not in self.graph)
+        if unknown:
+            raise ExecutionError(f"no node {unknown[0]!r} in the graph (see nn2pgm inspect)")
         n = num_samples or _rows(evidence, do, self.graph)
         env: dict[str, Any] = {}
         keep_all = keep == "all"
@@ -63,13 +66,12 @@ class Executor:
                         f"node {node.id!r} ({node.op}) has no value: give it as evidence or do="
                     )
                 else:
+                    values = [env[p] for p in node.parents]
                     mutated = self.copy_before.get(step)
                     if mutated is not None:
-                        env[mutated], saved = env[mutated].clone(), env[mutated]
-                        env[node.id] = node.evaluate(env, n)
-                        env[mutated] = saved
-                    else:
-                        env[node.id] = node.evaluate(env, n)
+                        at = node.parents.index(mutated)
+                        values[at] = values[at].clone()
+                    env[node.id] = node.evaluate(values, n)
                 if not keep_all:
                     for parent in node.parents:
                         if self.last_use.get(parent) == step and parent not in outputs:

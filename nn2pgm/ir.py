@@ -26,8 +26,9 @@ KINDS = (DETERMINISTIC, STOCHASTIC)
 Dim = int | str
 Shape = tuple  # tuple of Dim, or (for a node whose value is a tuple) a tuple of Shapes
 
-# The CPD's function of a node: (values of the graph's nodes so far, number of samples) -> value.
-Evaluate = Callable[[dict[str, Any], int], Any]
+# The CPD's function of a node: (its parents' values in ``parents`` order, number of samples)
+# -> its value (drawn, for a stochastic node).
+Evaluate = Callable[[list, int], Any]
 
 
 class GraphError(ValueError):
@@ -67,6 +68,8 @@ class Node:
     evaluate: Evaluate | None = None
     # Runtime only: the torch.nn.Module (or other object) holding this node's weights.
     module_object: Any = None
+    # Runtime only: where the frontend found the node's value (a call index of its trace).
+    origin: Any = None
 
     def as_dict(self) -> dict[str, Any]:
         """The node's JSON-able description (everything but the runtime fields)."""
@@ -149,6 +152,27 @@ class Graph:
         self.dag.remove_edges_from([(p, node_id) for p in node.parents])
         node.parents = tuple(dict.fromkeys(parents))
         self.dag.add_edges_from((p, node_id) for p in node.parents)
+
+    def rename(self, old: str, new: str) -> None:
+        """Give node ``old`` the id ``new`` everywhere (parents, parameters, inputs/outputs)."""
+        if new in self.dag:
+            raise GraphError(f"cannot rename {old!r}: {new!r} exists")
+        node = self[old]
+        children = self.children(old)
+        self.dag = nx.relabel_nodes(self.dag, {old: new}, copy=True)  # keeps node order
+        node.id = new
+        for child_id in children:
+            child = self[child_id]
+            child.parents = tuple(new if p == old else p for p in child.parents)
+            child.distribution.params = {
+                k: new if v == old else v for k, v in child.distribution.params.items()
+            }
+        self.inputs = [new if i == old else i for i in self.inputs]
+        self.outputs = [new if o == old else o for o in self.outputs]
+        self.edge_kinds = {
+            (new if s == old else s, new if t == old else t): k
+            for (s, t), k in self.edge_kinds.items()
+        }
 
     # -- reading ----------------------------------------------------------------------------
     def __getitem__(self, node_id: str) -> Node:

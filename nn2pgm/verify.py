@@ -1,19 +1,26 @@
-"""Semantic check: does the graphical model compute what the network computes?
+"""Semantic check: does the graphical model behave like the network?
 
-Both sides get the same random inputs (of each input's dtype and range) and the same random
-seed, so that random ops draw the same noise; the outputs are compared elementwise.
+Two tests, on random inputs of each input's dtype and range:
+
+- **same noise** (exact): the network runs once; the values its random ops drew are captured and
+  fixed in the graph with ``do=``; every output must then agree to ``rtol``.
+- **free sampling** (in distribution, for graphs with latent variables): both sides sample with
+  independent noise on the same inputs; per output coordinate a two-sample Kolmogorov–Smirnov
+  test, Bonferroni-corrected over all coordinates tested, must not reject at ``alpha``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from .executor import Executor
-from .ir import Graph
+from .ir import STOCHASTIC, Graph
+
+MAX_COORDINATES = 256  # coordinates per output tested in distribution
 
 
 @dataclass
@@ -24,6 +31,9 @@ class OutputReport:
     max_abs: float
     max_rel: float
     passed: bool
+    ks_statistic: float | None = None
+    ks_p_value: float | None = None  # smallest per-coordinate p-value
+    coordinates: int = 0
 
 
 @dataclass
@@ -33,19 +43,59 @@ class CheckReport:
     samples: int
     seed: int
     rtol: float
+    alpha: float = 0.01
     outputs: list[OutputReport] = field(default_factory=list)
+    latents: list[str] = field(default_factory=list)
+    distribution_samples: int = 0
+
+    @property
+    def tests(self) -> int:
+        """Number of coordinates tested in distribution (the Bonferroni factor)."""
+        return sum(o.coordinates for o in self.outputs)
+
+    @property
+    def corrected_p_value(self) -> float | None:
+        """Smallest KS p-value times the number of tests, at most 1."""
+        ps = [o.ks_p_value for o in self.outputs if o.ks_p_value is not None]
+        return min(1.0, min(ps) * self.tests) if ps else None
+
+    @property
+    def passed_exact(self) -> bool:
+        return all(o.max_rel <= self.rtol for o in self.outputs)
+
+    @property
+    def passed_distribution(self) -> bool:
+        p = self.corrected_p_value
+        return p is None or p >= self.alpha
 
     @property
     def passed(self) -> bool:
-        return all(o.passed for o in self.outputs)
+        return self.passed_exact and self.passed_distribution
 
     def lines(self) -> list[str]:
         """Human-readable report lines."""
         width = max([len(o.name) for o in self.outputs] + [6])
-        out = [f"{'output':<{width}}  {'max abs err':>12}  {'max rel err':>12}  result"]
+        header = f"{'output':<{width}}  {'max abs err':>12}  {'max rel err':>12}"
+        if self.latents:
+            header += f"  {'KS stat':>8}  {'min p':>9}"
+        out = [header + "  result"]
         for o in self.outputs:
-            verdict = "pass" if o.passed else "FAIL"
-            out.append(f"{o.name:<{width}}  {o.max_abs:12.3e}  {o.max_rel:12.3e}  {verdict}")
+            line = f"{o.name:<{width}}  {o.max_abs:12.3e}  {o.max_rel:12.3e}"
+            if self.latents:
+                line += f"  {o.ks_statistic or 0.0:8.4f}  {o.ks_p_value or 1.0:9.3e}"
+            out.append(line + ("  pass" if o.passed else "  FAIL"))
+        exact = "pass" if self.passed_exact else "FAIL"
+        if self.latents:
+            out.append(
+                f"same noise: {exact} (latents fixed with do= to the values the network drew: "
+                f"{', '.join(self.latents)})"
+            )
+            dist = "pass" if self.passed_distribution else "FAIL"
+            out.append(
+                f"free sampling: {dist} (KS on {self.tests} coordinates x "
+                f"{self.distribution_samples} samples, Bonferroni-corrected p = "
+                f"{self.corrected_p_value:.3g}, alpha = {self.alpha:g})"
+            )
         verdict = "PASS" if self.passed else "FAIL"
         out.append(
             f"{verdict}: {len(self.outputs)} output(s), {self.samples} samples, seed "
@@ -97,51 +147,120 @@ def flatten_outputs(value: Any) -> list[torch.Tensor]:
     return []
 
 
+def ks_two_sample(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-sample Kolmogorov–Smirnov statistic and asymptotic p-value per column of
+    ``a`` (n × C) and ``b`` (m × C)."""
+    n, m = a.shape[0], b.shape[0]
+    a_sorted = a.double().T.contiguous().sort(dim=1).values
+    b_sorted = b.double().T.contiguous().sort(dim=1).values
+    pooled = torch.cat([a_sorted, b_sorted], dim=1)
+    cdf_a = torch.searchsorted(a_sorted, pooled, right=True) / n
+    cdf_b = torch.searchsorted(b_sorted, pooled, right=True) / m
+    statistic = (cdf_a - cdf_b).abs().max(dim=1).values
+    en = math.sqrt(n * m / (n + m))
+    lam = (en + 0.12 + 0.11 / en) * statistic
+    k = torch.arange(1, 101, dtype=torch.float64)
+    terms = (-1.0) ** (k - 1) * torch.exp(-2.0 * k**2 * lam[:, None] ** 2)
+    p = (2.0 * terms.sum(dim=1)).clamp(0.0, 1.0)
+    p = torch.where(lam < 0.2, torch.ones_like(p), p)  # the series is 1 there
+    return statistic, p
+
+
+def _capture(reference: Callable[..., Any], inputs: dict[str, torch.Tensor]) -> tuple:
+    """Run the network, recording the value of every call (the noise it drew included)."""
+    from .frontends.tracing import Recorder
+
+    trace = Recorder(reference).run(inputs)
+    return trace.calls, flatten_outputs(trace.value)
+
+
 def check_graph(
     graph: Graph,
     reference: Callable[..., Any],
     examples: dict[str, torch.Tensor],
     *,
-    samples: int = 32,
+    samples: int = 100,
     seed: int = 0,
     rtol: float = 1e-5,
+    alpha: float = 0.01,
     chunk: int = 16,
 ) -> CheckReport:
-    """Run ``graph`` and ``reference(**inputs)`` on ``samples`` random inputs and compare."""
+    """Compare ``graph`` with the network ``reference`` on ``samples`` random inputs."""
     batch = graph.model.get("batch")
     if isinstance(batch, int):
         chunk = batch
     executor = Executor(graph)
     generator = torch.Generator().manual_seed(seed)
-    worst: dict[str, list[float]] = {o: [0.0, 0.0] for o in graph.outputs}
-    done = 0
-    step = 0
+    latents = [
+        n for n in graph if n.kind == STOCHASTIC and not n.observed and n.id not in graph.inputs
+    ]
+    report = CheckReport(samples=0, seed=seed, rtol=rtol, alpha=alpha)
+    report.latents = [n.id for n in latents]
+    worst = {o: [0.0, 0.0] for o in graph.outputs}
+    drawn: dict[str, list[list[torch.Tensor]]] = {o: [[], []] for o in graph.outputs}
+    columns: dict[str, torch.Tensor] = {}
+    done = step = 0
     while done < samples:
         n = chunk if isinstance(batch, int) else min(chunk, samples - done)
         inputs = random_inputs(graph, examples, n, generator)
         torch.manual_seed(seed + step)
         with torch.no_grad():
-            expected = flatten_outputs(reference(**inputs))
-        torch.manual_seed(seed + step)
-        got = executor.sample(inputs)
+            calls, expected = _capture(reference, inputs)
         if len(expected) != len(graph.outputs):
             raise ValueError(
                 f"the network returned {len(expected)} tensors, the graph has "
                 f"{len(graph.outputs)} outputs"
             )
+        do = {z.id: calls[z.origin].value for z in latents if z.origin is not None}
+        got = executor.sample(inputs, do=do)
         for name, want in zip(graph.outputs, expected):
-            have = got[name]
-            diff = (have.double() - want.double()).abs()
-            max_abs = float(diff.max()) if diff.numel() else 0.0
-            scale = float(want.double().abs().max()) if want.numel() else 0.0
-            rel = max_abs / scale if scale > 0 else max_abs
-            if have.shape != want.shape:
-                max_abs = rel = float("inf")
-            worst[name] = [max(worst[name][0], max_abs), max(worst[name][1], rel)]
+            _compare(worst, name, got[name], want)
+        if latents:
+            torch.manual_seed(seed + 7919 + step)
+            with torch.no_grad():
+                free_reference = flatten_outputs(reference(**inputs))
+            torch.manual_seed(seed + 104729 + step)
+            free_graph = executor.sample(inputs)
+            for name, want in zip(graph.outputs, free_reference):
+                have = free_graph[name]
+                if name not in columns:
+                    columns[name] = _coordinates(want[0].numel(), seed)
+                drawn[name][0].append(want.reshape(n, -1)[:, columns[name]].double())
+                drawn[name][1].append(have.reshape(n, -1)[:, columns[name]].double())
         done += n
         step += 1
-    report = CheckReport(samples=done, seed=seed, rtol=rtol)
+    report.samples = done
     for name in graph.outputs:
-        max_abs, max_rel = worst[name]
-        report.outputs.append(OutputReport(name, max_abs, max_rel, max_rel <= rtol))
+        out = OutputReport(name, *worst[name], passed=worst[name][1] <= rtol)
+        if latents and drawn[name][0]:
+            a, b = torch.cat(drawn[name][0]), torch.cat(drawn[name][1])
+            statistic, p = ks_two_sample(a, b)
+            out.ks_statistic, out.ks_p_value = float(statistic.max()), float(p.min())
+            out.coordinates = a.shape[1]
+            report.distribution_samples = a.shape[0]
+        report.outputs.append(out)
+    if latents:
+        threshold = alpha / max(report.tests, 1)
+        for out in report.outputs:
+            if out.ks_p_value is not None and out.ks_p_value < threshold:
+                out.passed = False
     return report
+
+
+def _compare(worst: dict, name: str, have: torch.Tensor, want: torch.Tensor) -> None:
+    if have.shape != want.shape:
+        worst[name] = [float("inf"), float("inf")]
+        return
+    diff = (have.double() - want.double()).abs()
+    max_abs = float(diff.max()) if diff.numel() else 0.0
+    scale = float(want.double().abs().max()) if want.numel() else 0.0
+    rel = max_abs / scale if scale > 0 else max_abs
+    worst[name] = [max(worst[name][0], max_abs), max(worst[name][1], rel)]
+
+
+def _coordinates(size: int, seed: int) -> torch.Tensor:
+    """Up to :data:`MAX_COORDINATES` coordinates of an output, chosen with ``seed``."""
+    if size <= MAX_COORDINATES:
+        return torch.arange(size)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(size, generator=generator)[:MAX_COORDINATES].sort().values

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import nn2pgm
+from nn2pgm.executor import ExecutionError
 
 
-def test_do_fixes_the_latent_noise(models):
+def test_do_fixes_the_latent(models):
     vae = models("vae").eval()
     graph = nn2pgm.convert(vae)
     x = torch.rand(4, 1, 28, 28)
-    out = nn2pgm.sample(graph, {"x": x}, do={"randn_like": torch.zeros(4, 20)})
     with torch.no_grad():
         mu, _ = vae.encode(x.view(-1, 784))
-        expected = vae.decode(mu)  # z = mu + 0 * sigma
+        expected = vae.decode(mu)
+    out = nn2pgm.sample(graph, {"x": x}, do={"z": mu})
     assert torch.equal(out["sigmoid"], expected)
+
+
+def test_do_on_an_unknown_node_is_an_error(models):
+    graph = nn2pgm.convert(models("vae_decoder"))
+    with pytest.raises(ExecutionError, match="no node 'nope'"):
+        nn2pgm.sample(graph, {"z": torch.randn(2, 20)}, do={"nope": torch.zeros(2)})
 
 
 def test_do_on_an_inner_layer_cuts_its_parents(models):
@@ -38,5 +46,5 @@ def test_free_samples_differ_between_rows(models):
     graph = nn2pgm.convert(models("vae"))
     x = torch.rand(1, 1, 28, 28).expand(2, 1, 28, 28)
     values = nn2pgm.sample(graph, {"x": x}, keep="all")
-    z = values["randn_like"]
+    z = values["z"]
     assert not torch.equal(z[0], z[1])

@@ -17,9 +17,22 @@ from typing import Any
 import torch
 
 from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node
-from .tracing import Call, Const, Recorder, Ref, Sym, Trace, TraceError
+from .random_ops import random_distribution
+from .tracing import (
+    Call,
+    Const,
+    DropoutMask,
+    MaskedDropout,
+    Recorder,
+    Ref,
+    Sym,
+    Trace,
+    TraceError,
+)
 
-TRACE_BATCHES = (2, 3)
+# Batch sizes of the two records: 1 and 2 cost least; 2 and 3 when a batch of 1 changes the
+# structure (``x.squeeze()`` drops a batch dimension of 1).
+TRACE_BATCHES = ((1, 2), (2, 3))
 
 
 class NotBatchable(Exception):
@@ -105,7 +118,8 @@ def merge_traces(t1: Trace, t2: Trace, b1: int, b2: int) -> tuple[list[Call], An
         raise NotBatchable("the two records have different lengths")
     calls, shapes = [], []
     for c1, c2 in zip(t1.calls, t2.calls):
-        if (c1.kind, c1.op, c1.target, c1.scope) != (c2.kind, c2.op, c2.target, c2.scope):
+        same = c1.target is c2.target or _same_layer(c1.target, c2.target)
+        if not same or (c1.kind, c1.op, c1.scope) != (c2.kind, c2.op, c2.scope):
             raise NotBatchable(f"call {c1.index} differs")
         args = _merge(c1.args, c2.args, b1, b2)
         kwargs = _merge(c1.kwargs, c2.kwargs, b1, b2)
@@ -114,6 +128,12 @@ def merge_traces(t1: Trace, t2: Trace, b1: int, b2: int) -> tuple[list[Call], An
     outputs = _merge(t1.output, t2.output, b1, b2)
     groups = {k: _merge(v, t2.module_outputs.get(k), b1, b2) for k, v in t1.module_outputs.items()}
     return calls, outputs, groups, shapes
+
+
+def _same_layer(a: Any, b: Any) -> bool:
+    """Two layers nn2pgm made while recording (dropout masks) that do the same thing."""
+    made = (DropoutMask, MaskedDropout)
+    return type(a) is type(b) and isinstance(a, made) and vars(a) == vars(b)
 
 
 def static_shapes(trace: Trace) -> list:
@@ -213,8 +233,9 @@ def _compile(template: Any) -> Callable[[dict, int], Any]:
     return lambda env, n: template
 
 
-def _evaluator(call: Call) -> Callable[[dict, int], Any]:
-    """The CPD function of a call whose refs name node ids: (values, samples) -> value."""
+def _evaluator(call: Call) -> Callable[[Any, int], Any]:
+    """The CPD function of a call whose refs are positions among its parents:
+    (parent values, number of samples) -> value."""
     args_t, kwargs_t = call.args, call.kwargs
     args, kwargs = _compile(args_t), _compile(kwargs_t)
     target = call.target
@@ -316,6 +337,10 @@ def build_graph(
             return Ref(ids[t.call], t.path)
         return t
 
+    def outer_or_inner(inner: set[int]) -> Callable[[Any], Any]:
+        """Refs to calls outside ``inner`` as node refs; refs inside become ``Ref(None)``."""
+        return lambda t: Ref(None) if isinstance(t, Ref) and t.call in inner else outer(t)
+
     per_scope: dict[tuple, int] = {}  # calls under each module scope, nested ones included
     for item in items:
         for call in item.calls if isinstance(item, Group) else [item]:
@@ -335,28 +360,33 @@ def build_graph(
         inner = {c.index for c in item.calls}
         inner_ids = {c.index: f"{group_id}/{c.index}" for c in item.calls}
 
-        def inside(t: Any, inner=inner, inner_ids=inner_ids) -> Any:
+        parent_ids = list(
+            dict.fromkeys(
+                r.call
+                for c in item.calls
+                for r in _refs(_map((c.args, c.kwargs), outer_or_inner(inner)))
+                if r.call is not None
+            )
+        )
+        position = {p: i for i, p in enumerate(parent_ids)}
+
+        def inside(t: Any, inner=inner, inner_ids=inner_ids, position=position) -> Any:
             if isinstance(t, Ref) and t.call in inner:
                 return Ref(inner_ids[t.call], t.path)
-            return outer(t)
+            t = outer(t)
+            return Ref(position[t.call], t.path) if isinstance(t, Ref) else t
 
         evaluators = [(inner_ids[c.index], _evaluator(_rebind(c, inside))) for c in item.calls]
-        out_t = _map(item.output, inside)
-        out_fn = _compile(out_t)
+        out_fn = _compile(_map(item.output, inside))
         positions: dict[tuple, tuple] = {}
         _positions(item.output, (), positions)
 
-        def run_group(env: dict, n: int, evaluators=evaluators, out_fn=out_fn) -> Any:
+        def run_group(values: list, n: int, evaluators=evaluators, out_fn=out_fn) -> Any:
+            env: dict[Any, Any] = dict(enumerate(values))
             for node_id, fn in evaluators:
                 env[node_id] = fn(env, n)
             return out_fn(env, n)
 
-        parent_ids = [
-            r.call
-            for c in item.calls
-            for r in _refs(_map((c.args, c.kwargs), inside))
-            if not r.call.startswith(group_id + "/")
-        ]
         random = sorted({c.random for c in item.calls if c.random})
         stochastic = bool(random)
         attrs = {"params": sum(_parameter_count(c) for c in item.calls), "layers": len(item.calls)}
@@ -370,7 +400,7 @@ def build_graph(
             distribution=Distribution("Implicit" if stochastic else "Delta"),
             shape=_group_shape(item.output, shapes),
             dtype=_dtype_of_template(item.output, item.calls),
-            parents=tuple(dict.fromkeys(parent_ids)),
+            parents=tuple(parent_ids),
             attrs=attrs,
             evaluate=run_group,
         )
@@ -444,7 +474,10 @@ def _node(call: Call, node_id: str, shape: tuple, outer: Callable) -> Node:
             dtype=_dtype(call.value),
         )
     if call.kind == "function":
-        attrs["target"] = _target_name(call.target)
+        target = call.target
+        attrs["target"] = (
+            type(target).__name__ if isinstance(target, torch.nn.Module) else _target_name(target)
+        )
     params = _parameter_count(call)
     if params:
         attrs["params"] = params
@@ -455,16 +488,26 @@ def _node(call: Call, node_id: str, shape: tuple, outer: Callable) -> Node:
     stochastic = call.random is not None
     if stochastic:
         attrs["random"] = call.op
-    evaluate = _evaluator(_rebind(call, outer))
+    position = {p: i for i, p in enumerate(parents)}
+
+    def positional(t: Any) -> Any:
+        t = outer(t)
+        return Ref(position[t.call], t.path) if isinstance(t, Ref) else t
+
+    evaluate = _evaluator(_rebind(call, positional))
+    family, params = call.random or "Delta", {}
+    if stochastic:
+        family, params = random_distribution(call, lambda t: outer(t).call)
     return Node(
         id=node_id,
         op=call.op,
         module=call.scope[-1][0] if call.scope else "",
         kind=STOCHASTIC if stochastic else DETERMINISTIC,
-        distribution=Distribution(call.random or "Delta"),
+        distribution=Distribution(family, params),
         shape=shape,
         dtype=_dtype(call.value),
         parents=parents,
+        origin=call.index,
         attrs=attrs,
         evaluate=evaluate,
         module_object=call.target if call.kind == "module" else None,
@@ -511,16 +554,19 @@ def trace_module(
         module.train(train)
     except NotImplementedError:  # an exported program keeps the mode it was exported in
         pass
-    b1, b2 = TRACE_BATCHES
-    try:
-        t1 = Recorder(module).run({k: with_batch(v, b1) for k, v in example_inputs.items()})
-        t2 = Recorder(module).run({k: with_batch(v, b2) for k, v in example_inputs.items()})
-        calls, outputs, groups, shape_list = merge_traces(t1, t2, b1, b2)
-        batch: int | str = "N"
-        classes = t1.module_classes
-    except TraceError:
-        raise
-    except Exception:  # noqa: BLE001 - retry at the example's own batch size below
+    batch: int | str = "N"
+    for b1, b2 in TRACE_BATCHES:
+        try:
+            t1 = Recorder(module).run({k: with_batch(v, b1) for k, v in example_inputs.items()})
+            t2 = Recorder(module).run({k: with_batch(v, b2) for k, v in example_inputs.items()})
+            calls, outputs, groups, shape_list = merge_traces(t1, t2, b1, b2)
+            classes = t1.module_classes
+            break
+        except TraceError:
+            raise
+        except Exception:  # noqa: BLE001 - try the next batch sizes, then the example's own
+            continue
+    else:
         t = _run_once(module, example_inputs, name or type(module).__name__)
         calls, outputs, groups = t.calls, t.output, t.module_outputs
         shape_list, classes = static_shapes(t), t.module_classes

@@ -91,6 +91,9 @@ DROPOUT_FUNCTIONS = {
     "native_dropout": 2,
 }
 DROPOUT_MODULES = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout"}
+# Dropouts that multiply by a keep-mask: recorded as mask ~ Bernoulli(1 - p) and its use.
+MASKED_DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d"}
+MASKED_DROPOUTS |= {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d"}
 DROPOUT_MODULES |= {"FeatureAlphaDropout", "RReLU"}
 # Reading these from a tensor that depends on the inputs is data-dependent control flow.
 VALUE_READS = {"bool", "item", "tolist", "int", "float", "index", "numpy", "complex", "array"}
@@ -125,6 +128,7 @@ class Trace:
     output: Any  # the forward's return value, as a template
     module_outputs: dict[tuple, Any] = field(default_factory=dict)  # scope -> output template
     module_classes: dict[tuple, str] = field(default_factory=dict)  # scope -> class name
+    value: Any = None  # the forward's return value itself
 
 
 def op_name(func: Callable) -> tuple[str, str]:
@@ -253,6 +257,10 @@ class Recorder(TorchFunctionMode):
             return value
         family = RANDOM_FUNCTIONS.get(name)
         if name in DROPOUT_FUNCTIONS and _dropout_training(func, args, kwargs):
+            if name in MASKED_DROPOUTS:
+                x = args[0] if args else kwargs["input"]
+                p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+                return self._record_dropout(x, value, float(p), name, "function", name)
             family = "Bernoulli"
         if reads is None and family is None and not _is_factory(value, args, kwargs):
             return value
@@ -286,6 +294,42 @@ class Recorder(TorchFunctionMode):
         self.add_call(call)
         return value
 
+    def _record_dropout(
+        self, x: torch.Tensor, value: torch.Tensor, p: float, name: str, kind: str, op: str
+    ) -> torch.Tensor:
+        """Dropout in training as two calls: the keep-mask ``~ Bernoulli(1 - p)`` and the
+        deterministic ``x * mask / (1 - p)``. The mask recorded is the one the network drew,
+        read off its output (where ``x`` is 0 any mask gives the same output)."""
+        per_channel = name.lower() in ("dropout1d", "dropout2d", "dropout3d")
+        mask_value = ((value != 0) | (x == 0)).to(x.dtype)
+        scope = tuple(self.scope)
+        mask = Call(
+            len(self.calls),
+            "function",
+            "dropout_mask",
+            DropoutMask(p, per_channel),
+            (self.template(x),),
+            {},
+            scope,
+            mask_value,
+            True,
+            "Bernoulli",
+        )
+        self.add_call(mask)
+        apply = Call(
+            len(self.calls),
+            kind,
+            op,
+            MaskedDropout(p),
+            (self.template(x), Ref(mask.index)),
+            {},
+            scope,
+            value,
+            True,
+        )
+        self.add_call(apply)
+        return value
+
     # -- modules ----------------------------------------------------------------------------
     def module_call(self, original: Callable, module: torch.nn.Module, *args, **kwargs):
         if self.leaf_depth or id(module) not in self.names:
@@ -304,12 +348,23 @@ class Recorder(TorchFunctionMode):
             self.module_classes[key] = type(module).__name__
             return out
         reads = self.reads_data((args, kwargs))
+        cls = type(module).__name__
+        if cls in MASKED_DROPOUTS and module.training and module.p > 0 and reads is not None:
+            self.leaf_depth += 1
+            try:
+                value = original(module, *args, **kwargs)
+            finally:
+                self.leaf_depth -= 1
+            self.scope.append((path, number))
+            try:
+                return self._record_dropout(args[0], value, module.p, cls, "module", cls)
+            finally:
+                self.scope.pop()
         self.leaf_depth += 1
         try:
             value = original(module, *args, **kwargs)
         finally:
             self.leaf_depth -= 1
-        cls = type(module).__name__
         family = None
         if cls in DROPOUT_MODULES and module.training and getattr(module, "p", 1.0) > 0:
             family = "Bernoulli" if cls != "RReLU" else "Uniform"
@@ -357,7 +412,33 @@ class Recorder(TorchFunctionMode):
         finally:
             torch.nn.Module.__call__ = original
             torch.distributions.Distribution.set_default_validate_args(validate)
-        return Trace(self.calls, self.template(out), self.module_outputs, self.module_classes)
+        return Trace(self.calls, self.template(out), self.module_outputs, self.module_classes, out)
+
+
+class DropoutMask(torch.nn.Module):
+    """Draws a dropout layer's keep-mask: Bernoulli(1 - p), per element or per channel."""
+
+    def __init__(self, p: float, per_channel: bool) -> None:
+        super().__init__()
+        self.p, self.per_channel = p, per_channel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.per_channel else x.shape
+        keep = torch.full(shape, 1.0 - self.p, dtype=x.dtype, device=x.device)
+        return torch.bernoulli(keep).expand_as(x)
+
+
+class MaskedDropout(torch.nn.Module):
+    """Dropout given its keep-mask: ``x * mask / (1 - p)``."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.p >= 1:
+            return x * 0
+        return x * mask * (1.0 / (1.0 - self.p))
 
 
 def _has_module_stacks(root: torch.nn.Module) -> bool:

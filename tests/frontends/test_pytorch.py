@@ -106,7 +106,9 @@ def test_dropout_is_stochastic_only_in_training(models):
     assert not [n for n in eval_graph if n.kind == "stochastic" and not n.observed]
     train_graph = trace_module(copy.deepcopy(model), model.example_inputs(), train=True)
     dropouts = [n for n in train_graph if n.kind == "stochastic" and not n.observed]
-    assert [n.id for n in dropouts] == ["dropout1", "dropout2"]
+    assert [n.id for n in dropouts] == ["dropout1.dropout_mask", "dropout2.dropout_mask"]
+    assert {n.distribution.family for n in dropouts} == {"Bernoulli"}
+    assert train_graph["dropout1"].kind == "deterministic"
     assert train_graph.model["mode"] == "train"
 
 

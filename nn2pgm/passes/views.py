@@ -1,0 +1,186 @@
+"""Views of a model: ``full`` (every layer), ``latent`` (every deterministic node absorbed into
+the random variables it feeds) and ``augmented`` (Hu et al., 2017: inference and generative
+parts, implicit distributions, and a GAN's discriminator joined by adversarial edges)."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node
+from .roles import latent_nodes
+
+VIEWS = ("full", "latent", "augmented")
+
+
+def informative_parents(node: Node) -> tuple[str, ...]:
+    """The parents a node's value depends on. A random op that reads a tensor only for its shape
+    (``randn_like(x)``, a dropout mask) depends on none of them."""
+    if node.kind == STOCHASTIC and node.distribution.family not in ("Implicit", "Data"):
+        used = {v for v in node.distribution.params.values() if isinstance(v, str)}
+        return tuple(p for p in node.parents if p in used)
+    return node.parents
+
+
+def random_variables(graph: Graph) -> list[str]:
+    """The nodes a latent view keeps: inputs, stochastic nodes, and the outputs that are not
+    already parameters of a kept variable (with latents: the outputs generated from them)."""
+    latents = latent_nodes(graph)
+    below = set().union(*(nx.descendants(graph.dag, z) for z in latents)) if latents else set()
+    with_likelihood = set((graph.model.get("likelihoods") or {}).keys())
+    kept = []
+    for node in graph:
+        if node.id in graph.inputs or node.kind == STOCHASTIC:
+            kept.append(node.id)
+        elif node.id in graph.outputs and node.id not in with_likelihood:
+            if not latents or node.id in below:
+                kept.append(node.id)
+    return kept
+
+
+def edge_kind(graph: Graph, source: str, target: str) -> str:
+    """``inference`` into a latent from data, ``generative`` from a latent into a latent or an
+    observation, ``implicit`` from a latent into an output without likelihood, else
+    ``deterministic``."""
+    s, t = graph[source], graph[target]
+    source_latent = s.kind == STOCHASTIC and not s.observed
+    target_latent = t.kind == STOCHASTIC and not t.observed
+    if target_latent:
+        return "generative" if source_latent else "inference"
+    if t.kind == STOCHASTIC and t.observed and source_latent:
+        return "generative"
+    if t.kind == DETERMINISTIC and _depends_on_latent(graph, source):
+        return "implicit"
+    return "deterministic"
+
+
+def _depends_on_latent(graph: Graph, node_id: str) -> bool:
+    node = graph[node_id]
+    if node.kind == STOCHASTIC and not node.observed:
+        return True
+    return any(
+        graph[a].kind == STOCHASTIC and not graph[a].observed
+        for a in nx.ancestors(graph.dag, node_id)
+    )
+
+
+def latent_view(graph: Graph) -> Graph:
+    """Absorb every deterministic node: keep the random variables, with an edge wherever a path
+    of absorbed nodes joined two of them."""
+    kept = random_variables(graph)
+    keep = set(kept)
+    order = {node.id: i for i, node in enumerate(graph)}
+    view = Graph({**graph.model, "view": "latent"})
+    view.inputs = [i for i in graph.inputs if i in keep]
+    for node_id in kept:
+        node = graph[node_id]
+        sources: set[str] = set()
+        absorbed: set[str] = set()
+        stack = list(informative_parents(node))
+        while stack:
+            current = stack.pop()
+            if current in keep:
+                sources.add(current)
+            elif current not in absorbed:
+                absorbed.add(current)
+                stack.extend(informative_parents(graph[current]))
+        parents = tuple(sorted(sources, key=order.__getitem__))
+        params = {k: v for k, v in node.distribution.params.items() if not isinstance(v, str)}
+        attrs = dict(node.attrs)
+        computed = {k: v for k, v in node.distribution.params.items() if isinstance(v, str)}
+        if computed:
+            attrs["parameters_from"] = computed
+        if absorbed:
+            attrs["absorbed"] = len(absorbed)
+        view.add(
+            Node(
+                id=node.id,
+                op=node.op,
+                module=node.module,
+                kind=node.kind,
+                observed=node.observed,
+                distribution=Distribution(node.distribution.family, params),
+                shape=node.shape,
+                dtype=node.dtype,
+                parents=parents,
+                attrs=attrs,
+            )
+        )
+    view.outputs = [o for o in graph.outputs if o in keep]
+    for node in view:
+        for parent in node.parents:
+            view.edge_kinds[(parent, node.id)] = edge_kind(graph, parent, node.id)
+    return view.validate()
+
+
+def role(view: Graph, node: Node) -> str:
+    """``data``, ``latent``, ``observation``, ``generated`` or ``output``."""
+    if node.kind == STOCHASTIC and not node.observed:
+        return "latent"
+    if node.id in view.inputs:
+        return "data"
+    if node.kind == STOCHASTIC:
+        return "observation"
+    kinds = {view.edge_kind(p, node.id) for p in node.parents}
+    return "generated" if "implicit" in kinds else "output"
+
+
+def augmented_view(graph: Graph, discriminator: Graph | None = None) -> Graph:
+    """The latent view with roles, plus a GAN's discriminator: an auxiliary node joined by
+    adversarial edges to the generated and the real data."""
+    view = latent_view(graph)
+    view.model["view"] = "augmented"
+    for node in view:
+        node.attrs["role"] = role(view, node)
+    if discriminator is not None:
+        generated = [o for o in view.outputs if view[o].attrs["role"] == "generated"]
+        if len(generated) != 1:
+            raise ValueError("--discriminator needs a generator with one generated output")
+        (x,) = generated
+        real = view.add(
+            Node(
+                id="x_data",
+                op="data",
+                kind=STOCHASTIC,
+                observed=True,
+                distribution=Distribution("Data"),
+                shape=view[x].shape,
+                dtype=view[x].dtype,
+                attrs={"role": "data"},
+            )
+        )
+        d_out = graph_output_shape(discriminator)
+        aux = view.add(
+            Node(
+                id="discriminator",
+                op=discriminator.model.get("name", "Discriminator"),
+                shape=d_out,
+                parents=(x, real.id),
+                attrs={
+                    "role": "auxiliary",
+                    "params": int(discriminator.model.get("parameters", 0)),
+                },
+            )
+        )
+        view.edge_kinds[(x, aux.id)] = "adversarial"
+        view.edge_kinds[(real.id, aux.id)] = "adversarial"
+        view.model["discriminator"] = discriminator.model.get("source", "")
+    return view.validate()
+
+
+def graph_output_shape(graph: Graph) -> tuple:
+    """The shape of a graph's first output."""
+    return graph[graph.outputs[0]].shape if graph.outputs else ()
+
+
+def apply_view(graph: Graph, view: str, discriminator: Graph | None = None) -> Graph:
+    """The graph seen in ``view`` (one of :data:`VIEWS`)."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}: use one of {', '.join(VIEWS)}")
+    if discriminator is not None and view != "augmented":
+        raise ValueError("--discriminator draws the augmented view: add --view augmented")
+    if view == "latent":
+        return latent_view(graph)
+    if view == "augmented":
+        return augmented_view(graph, discriminator)
+    graph.model["view"] = "full"
+    return graph
