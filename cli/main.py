@@ -183,26 +183,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.command == "convert":
         fmt = nn2pgm.output_format(args.output, args.to)
-        graph = nn2pgm.convert(
-            args.source,
-            input_shapes=_shapes(args),
-            weights=args.weights,
-            train=args.train,
-            depth=args.depth,
-        )
+        graph = nn2pgm.convert(args.source, **_convert_options(args))
         nn2pgm.write(graph, args.output, to=fmt)
         print(f"wrote {args.output} ({fmt}, {len(graph)} nodes)")
         return 0
     if args.command == "inspect":
         from nn2pgm import summary
 
-        graph = nn2pgm.convert(
-            args.source,
-            input_shapes=_shapes(args),
-            weights=args.weights,
-            train=args.train,
-            depth=args.depth,
-        )
+        graph = nn2pgm.convert(args.source, **_convert_options(args))
         if args.json:
             doc = {
                 "model": graph.model,
@@ -220,9 +208,12 @@ def run(args: argparse.Namespace) -> int:
         input_shapes=_shapes(args),
         weights=args.weights,
         train=args.train,
+        latent=args.latent,
+        likelihood=args.likelihood,
         samples=args.samples,
         seed=args.seed,
         rtol=args.rtol,
+        alpha=args.alpha,
     )
     print("\n".join(report.lines()))
     return 0 if report.passed else 1

@@ -37,6 +37,27 @@ def load_source(
     return _load(source, input_shapes=input_shapes, weights=weights)
 
 
+def _as_source(
+    source: Any,
+    example_inputs: dict[str, Any] | None,
+    input_shapes: dict[str, tuple[int, ...]] | None,
+    weights: str | None,
+) -> Source:
+    """A SOURCE string, a :class:`Source`, or a module (with ``example_inputs`` given or
+    defined by the module) as a :class:`Source`."""
+    from .frontends.sources import Source as _Source
+
+    if isinstance(source, str):
+        return load_source(source, input_shapes=input_shapes, weights=weights)
+    if isinstance(source, _Source):
+        return source
+    if example_inputs is None and callable(getattr(source, "example_inputs", None)):
+        example_inputs = dict(source.example_inputs())
+    if example_inputs is None:
+        raise ValueError("a module needs example_inputs={forward argument: tensor}")
+    return _Source(source, dict(example_inputs), type(source).__qualname__, type(source).__name__)
+
+
 def convert(
     source: Any,
     *,
@@ -59,21 +80,11 @@ def convert(
     ``augmented``, the last with an optional GAN ``discriminator`` (a source like ``source``).
     """
     from .frontends.pytorch import trace_module
-    from .frontends.sources import Source as _Source
     from .passes.reparameterization import reparameterize
     from .passes.roles import assign_roles
     from .passes.views import apply_view
 
-    if isinstance(source, str):
-        source = load_source(source, input_shapes=input_shapes, weights=weights)
-    if not isinstance(source, _Source):
-        if example_inputs is None and callable(getattr(source, "example_inputs", None)):
-            example_inputs = dict(source.example_inputs())
-        if example_inputs is None:
-            raise ValueError("convert(module) needs example_inputs={name: tensor}")
-        source = _Source(
-            source, dict(example_inputs), type(source).__qualname__, type(source).__name__
-        )
+    source = _as_source(source, example_inputs, input_shapes, weights)
     graph = trace_module(
         source.module,
         source.example_inputs,
@@ -148,6 +159,7 @@ def check(
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     weights: str | None = None,
+    example_inputs: dict[str, Any] | None = None,
     train: bool = False,
     latent: list[str] | tuple[str, ...] = (),
     likelihood: list[str] | tuple[str, ...] = (),
@@ -163,8 +175,7 @@ def check(
 
     from .verify import check_graph
 
-    if isinstance(source, str):
-        source = load_source(source, input_shapes=input_shapes, weights=weights)
+    source = _as_source(source, example_inputs, input_shapes, weights)
     if graph is None:
         graph = convert(copy.deepcopy(source), train=train, latent=latent, likelihood=likelihood)
     try:

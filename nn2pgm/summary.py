@@ -55,6 +55,11 @@ def table(graph: Graph) -> str:
         cells = [f"{r[c]:>{widths[c]}}" if c == "params" else f"{r[c]:<{widths[c]}}" for c in cols]
         lines.append("  ".join(cells).rstrip())
     t = totals(graph)
+    model = graph.model
+    lines.append(
+        f"model class: {model.get('class', 'deterministic')}, view: {model.get('view', 'full')}"
+        f", mode: {model.get('mode', 'eval')}, batch: {model.get('batch', '?')}"
+    )
     lines.append(
         f"{t['nodes']} nodes ({t['deterministic']} deterministic, {t['stochastic']} latent "
         f"stochastic, {t['observed']} observed), {t['edges']} edges, "

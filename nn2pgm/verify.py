@@ -12,8 +12,9 @@ Two tests, on random inputs of each input's dtype and range:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

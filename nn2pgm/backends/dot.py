@@ -34,11 +34,13 @@ OBSERVED = "shape=ellipse, style=filled, fillcolor=lightgrey"
 LATENT = "shape=ellipse, style=filled, fillcolor=white"
 DETERMINISTIC_STYLE = 'shape=box, style="rounded,filled", fillcolor=white'
 OBSERVED_DETERMINISTIC = 'shape=box, style="rounded,filled", fillcolor=lightgrey'
+AUXILIARY = 'shape=box, style="rounded,filled,bold", fillcolor=white, color=blue'
 NODE_LEGEND = {
     OBSERVED: "observed",
     LATENT: "latent (stochastic)",
     DETERMINISTIC_STYLE: "deterministic (δ CPD)",
     OBSERVED_DETERMINISTIC: "observed, deterministic",
+    AUXILIARY: "auxiliary (discriminator)",
 }
 
 # Edge styles by edge kind; kinds not listed are drawn solid.
@@ -69,7 +71,10 @@ def to_dot(graph: Graph) -> str:
     lines = ["digraph nn2pgm {"]
     attrs = ['fontname="Helvetica"', "rankdir=TB", "nodesep=0.25", "ranksep=0.35"]
     if "name" in graph.model:
-        attrs += [f"label={_quote(str(graph.model['name']))}", "labelloc=t", "fontsize=16"]
+        title = str(graph.model["name"])
+        if graph.model.get("view") in ("latent", "augmented"):
+            title += f" ({graph.model['view']} view, {graph.model.get('class', '')} model)"
+        attrs += [f"label={_quote(title)}", "labelloc=t", "fontsize=16"]
     lines.append(f"  graph [{', '.join(attrs)}];")
     lines.append('  node [fontname="Helvetica", fontsize=11, margin="0.12,0.04"];')
     lines.append("  edge [arrowsize=0.7];")
@@ -80,12 +85,23 @@ def to_dot(graph: Graph) -> str:
         for parent in node.parents:
             kind = graph.edge_kind(parent, node.id)
             kinds[kind] = None
-            style = f" [{EDGE_STYLES[kind]}]" if EDGE_STYLES.get(kind) else ""
+            attrs = [EDGE_STYLES[kind]] if EDGE_STYLES.get(kind) else []
+            role = _parameter_of(node, parent)
+            if role:
+                attrs.append(f"label={_quote(role)}, fontsize=9")
+            style = f" [{', '.join(attrs)}]" if attrs else ""
             lines.append(f"  {_quote(parent)} -> {_quote(node.id)}{style};")
     used_styles = dict.fromkeys(_node_style(node) for node in nodes)
     lines.extend(_legend(used_styles, kinds, _legend_prefix(nodes)))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _parameter_of(node: Node, parent: str) -> str:
+    """The distribution parameters ``parent`` feeds (``loc``, ``scale, ...``), if any."""
+    if node.kind == DETERMINISTIC:
+        return ""
+    return ", ".join(k for k, v in node.distribution.params.items() if v == parent)
 
 
 def write_dot(graph: Graph, path: str | os.PathLike[str]) -> None:
@@ -94,6 +110,8 @@ def write_dot(graph: Graph, path: str | os.PathLike[str]) -> None:
 
 
 def _node_style(node: Node) -> str:
+    if node.attrs.get("role") == "auxiliary":
+        return AUXILIARY
     if node.kind == DETERMINISTIC:
         return OBSERVED_DETERMINISTIC if node.observed else DETERMINISTIC_STYLE
     return OBSERVED if node.observed else LATENT

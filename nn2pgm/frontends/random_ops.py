@@ -6,7 +6,8 @@ call's argument templates and returns ``(family, {parameter: template or number}
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

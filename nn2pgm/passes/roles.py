@@ -4,7 +4,8 @@ the model's class — ``deterministic``, ``prescribed`` (its outputs carry densi
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import networkx as nx
 import torch

@@ -146,7 +146,7 @@ def test_edge_kinds_are_styled_and_explained():
     assert edges['"z\\"q" -> "gen.out"'] == " [arrowhead=onormal]"
     assert edges['"gen.out" -> "disc<1>"'] == " [color=blue]"
     assert edges['"disc<1>" -> "y"'] == ""
-    assert edges['"enc/fc.1" -> "z\\"q"'] == ""
+    assert edges['"enc/fc.1" -> "z\\"q"'] == ' [label="loc", fontsize=9]'  # feeds loc
     for text_in_legend in ("inference q(z | x)", "adversarial", "implicit", "mystery"):
         assert text_in_legend in text[text.index("cluster_legend") :]
 
