@@ -1,7 +1,5 @@
 """``python -m cli``: the same as the ``nn2pgm`` command."""
 
-import sys
+from .main import entry
 
-from .main import main
-
-sys.exit(main())
+entry()

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
 SOURCE_HELP = (
-    "model.pt2 (a saved torch.export program), path/file.py:Name or package.module:Name "
-    "(an nn.Module class built with no arguments, or a function returning a module)"
+    "model.onnx, model.pt2 (a saved torch.export program), path/file.py:Name or "
+    "package.module:Name (an nn.Module class built with no arguments, or a function returning "
+    "a module)"
 )
 EPILOG = """examples:
   nn2pgm convert fixtures/vae.py:VAE -o vae.svg
@@ -53,6 +56,12 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         "weights_only=True) or a .safetensors file",
     )
     parser.add_argument("--train", action="store_true", help="trace in training mode")
+    parser.add_argument(
+        "--structure-only",
+        action="store_true",
+        help="ONNX: load without external data and convert ops nn2pgm cannot run (their CPDs "
+        "are opaque; check refuses such a graph as unverifiable)",
+    )
 
 
 def _depth_option(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +184,7 @@ def _convert_options(args: argparse.Namespace) -> dict:
         "likelihood": args.likelihood,
         "view": args.view,
         "discriminator": args.discriminator,
+        "structure_only": args.structure_only,
     }
 
 
@@ -191,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         from nn2pgm import summary
 
         graph = nn2pgm.convert(args.source, **_convert_options(args))
+        for warning in graph.model.get("warnings", []):
+            print(f"nn2pgm: warning: {warning}", file=sys.stderr)
         if args.json:
             doc = {
                 "model": graph.model,
@@ -214,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         rtol=args.rtol,
         alpha=args.alpha,
+        structure_only=args.structure_only,
     )
     print("\n".join(report.lines()))
     return 0 if report.passed else 1
@@ -259,3 +272,16 @@ def _one_line(error: BaseException) -> str:
         return f"cannot access {error.filename}: {error.strerror}"
     text = " ".join(str(error).split())
     return text or type(error).__name__
+
+
+def entry() -> None:
+    """The console command: run, flush, and exit without tearing the interpreter down.
+
+    Tearing down torch and a large model's tensors costs more than half a second and does
+    nothing for a finished command: every output file is already written and closed.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -29,12 +29,13 @@ def load_source(
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     weights: str | None = None,
+    structure_only: bool = False,
 ) -> Source:
-    """Resolve ``model.pt2``, ``path/file.py:Name`` or ``package.module:Name`` into a module
-    with example inputs (and trained ``weights``)."""
+    """Resolve ``model.onnx``, ``model.pt2``, ``path/file.py:Name`` or ``package.module:Name``
+    into a module (or ONNX model) with example inputs (and trained ``weights``)."""
     from .frontends.sources import load_source as _load
 
-    return _load(source, input_shapes=input_shapes, weights=weights)
+    return _load(source, input_shapes=input_shapes, weights=weights, structure_only=structure_only)
 
 
 def _as_source(
@@ -42,13 +43,16 @@ def _as_source(
     example_inputs: dict[str, Any] | None,
     input_shapes: dict[str, tuple[int, ...]] | None,
     weights: str | None,
+    structure_only: bool = False,
 ) -> Source:
     """A SOURCE string, a :class:`Source`, or a module (with ``example_inputs`` given or
     defined by the module) as a :class:`Source`."""
     from .frontends.sources import Source as _Source
 
     if isinstance(source, str):
-        return load_source(source, input_shapes=input_shapes, weights=weights)
+        return load_source(
+            source, input_shapes=input_shapes, weights=weights, structure_only=structure_only
+        )
     if isinstance(source, _Source):
         return source
     if example_inputs is None and callable(getattr(source, "example_inputs", None)):
@@ -70,6 +74,7 @@ def convert(
     likelihood: list[str] | tuple[str, ...] = (),
     view: str = "full",
     discriminator: Any = None,
+    structure_only: bool = False,
 ) -> Graph:
     """Compile a network (a SOURCE string, a :class:`Source` or an ``nn.Module`` with
     ``example_inputs``) into a graphical model.
@@ -84,15 +89,20 @@ def convert(
     from .passes.roles import assign_roles
     from .passes.views import apply_view
 
-    source = _as_source(source, example_inputs, input_shapes, weights)
-    graph = trace_module(
-        source.module,
-        source.example_inputs,
-        train=train,
-        depth=depth,
-        name=source.name,
-        source=source.spec,
-    )
+    source = _as_source(source, example_inputs, input_shapes, weights, structure_only)
+    if source.onnx is not None:  # an ONNX file keeps the mode it was exported in
+        from .frontends.onnx_model import build_graph
+
+        graph = build_graph(source.onnx, depth=depth, name=source.name, source=source.spec)
+    else:
+        graph = trace_module(
+            source.module,
+            source.example_inputs,
+            train=train,
+            depth=depth,
+            name=source.name,
+            source=source.spec,
+        )
     graph = assign_roles(reparameterize(graph), latent=latent, likelihood=likelihood)
     critic = None
     if discriminator is not None:
@@ -168,6 +178,7 @@ def check(
     rtol: float = 1e-5,
     alpha: float = 0.01,
     graph: Graph | None = None,
+    structure_only: bool = False,
 ) -> CheckReport:
     """Convert ``source`` (or use ``graph``) and compare it with the network on random inputs:
     exactly under the same noise, and in distribution when both sample freely."""
@@ -175,16 +186,22 @@ def check(
 
     from .verify import check_graph
 
-    source = _as_source(source, example_inputs, input_shapes, weights)
+    source = _as_source(source, example_inputs, input_shapes, weights, structure_only)
+    network = source.module
+    if source.onnx is not None:  # onnxruntime (onnx.reference where it has no kernel)
+        from .frontends.onnx_model import OnnxReference
+
+        network = OnnxReference(source.onnx)
     if graph is None:
-        graph = convert(copy.deepcopy(source), train=train, latent=latent, likelihood=likelihood)
+        copied = source if source.onnx is not None else copy.deepcopy(source)
+        graph = convert(copied, train=train, latent=latent, likelihood=likelihood)
     try:
-        source.module.train(train)
+        network.train(train)
     except NotImplementedError:  # an exported program keeps the mode it was exported in
         pass
     return check_graph(
         graph,
-        source.module,
+        network,
         source.example_inputs,
         samples=samples,
         seed=seed,

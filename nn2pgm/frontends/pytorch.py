@@ -558,7 +558,9 @@ def trace_module(
     for b1, b2 in TRACE_BATCHES:
         try:
             t1 = Recorder(module).run({k: with_batch(v, b1) for k, v in example_inputs.items()})
-            t2 = Recorder(module).run({k: with_batch(v, b2) for k, v in example_inputs.items()})
+            t2 = Recorder(module, shapes_from=t1).run(
+                {k: with_batch(v, b2) for k, v in example_inputs.items()}
+            )
             calls, outputs, groups, shape_list = merge_traces(t1, t2, b1, b2)
             classes = t1.module_classes
             break

@@ -35,6 +35,7 @@ class Source:
     spec: str
     name: str
     input_ranges: dict[str, int] = field(default_factory=dict)
+    onnx: Any = None  # an ONNX file's loaded model (then ``module`` is None)
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -296,15 +297,22 @@ def load_source(
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     weights: str | None = None,
+    structure_only: bool = False,
 ) -> Source:
     """Resolve a SOURCE string into a module with example inputs (and trained weights)."""
+    if structure_only and not spec.endswith(".onnx"):
+        raise SourceError(f"--structure-only applies to .onnx files, not {spec}")
     if spec.endswith(".pt2") and ":" not in spec:
         module, inputs = load_exported_program(spec)
         name = Path(spec).stem
         if input_shapes:
             raise SourceError(f"{spec} fixes its own input shapes: drop --input-shape")
     elif spec.endswith(".onnx"):
-        raise SourceError(f"{spec}: ONNX files are not supported yet; give a .py module or .pt2")
+        from .onnx_model import load_onnx_source
+
+        if weights:
+            raise SourceError(f"{spec} carries its own weights: drop --weights")
+        return load_onnx_source(spec, input_shapes=input_shapes, structure_only=structure_only)
     elif ":" not in spec:
         if Path(spec).exists():
             raise SourceError(

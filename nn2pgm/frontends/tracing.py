@@ -97,6 +97,57 @@ MASKED_DROPOUTS |= {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d"}
 DROPOUT_MODULES |= {"FeatureAlphaDropout", "RReLU"}
 # Reading these from a tensor that depends on the inputs is data-dependent control flow.
 VALUE_READS = {"bool", "item", "tolist", "int", "float", "index", "numpy", "complex", "array"}
+# Layers that treat every sample on its own (dimension 0 is the batch): their output for a
+# batch of repeated rows is the output for one row, repeated.
+PER_SAMPLE_LAYERS = {
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "ReLU",
+    "ReLU6",
+    "LeakyReLU",
+    "ELU",
+    "SELU",
+    "GELU",
+    "SiLU",
+    "Mish",
+    "Tanh",
+    "Sigmoid",
+    "Softplus",
+    "Hardtanh",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softmax",
+    "LogSoftmax",
+    "MaxPool1d",
+    "MaxPool2d",
+    "MaxPool3d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
+    "Flatten",
+    "Identity",
+    "Embedding",
+    "Upsample",
+}
 # Torch modules with children that still are one layer.
 ATOMIC_MODULES = {"MultiheadAttention"}
 CONTAINERS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
@@ -172,9 +223,12 @@ def user_location() -> str:
 class Recorder(TorchFunctionMode):
     """Record the calls of one forward pass of ``root``."""
 
-    def __init__(self, root: torch.nn.Module) -> None:
+    def __init__(self, root: torch.nn.Module, shapes_from: Trace | None = None) -> None:
         super().__init__()
         self.root = root
+        # A record of the same forward at a smaller batch: per-sample layers take their output
+        # from it (repeated to this batch) instead of computing it, since only shapes are needed.
+        self.shapes_from = shapes_from
         self.names: dict[int, str] = {}
         for name, mod in root.named_modules(remove_duplicate=False):
             self.names.setdefault(id(mod), name)
@@ -360,11 +414,13 @@ class Recorder(TorchFunctionMode):
                 return self._record_dropout(args[0], value, module.p, cls, "module", cls)
             finally:
                 self.scope.pop()
-        self.leaf_depth += 1
-        try:
-            value = original(module, *args, **kwargs)
-        finally:
-            self.leaf_depth -= 1
+        value = self._known_output(module, args, kwargs)
+        if value is None:
+            self.leaf_depth += 1
+            try:
+                value = original(module, *args, **kwargs)
+            finally:
+                self.leaf_depth -= 1
         family = None
         if cls in DROPOUT_MODULES and module.training and getattr(module, "p", 1.0) > 0:
             family = "Bernoulli" if cls != "RReLU" else "Uniform"
@@ -387,6 +443,35 @@ class Recorder(TorchFunctionMode):
         )
         self.add_call(call)
         return value
+
+    def _known_output(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+        """The output of a per-sample layer, read off the smaller record, or None."""
+        if self.shapes_from is None or kwargs or len(args) != 1:
+            return None
+        (x,) = args
+        cls = type(module)
+        if cls.__name__ not in PER_SAMPLE_LAYERS or getattr(module, "inplace", False):
+            return None
+        if module.training and "Norm" in cls.__name__ or getattr(module, "dim", 1) in (0, None):
+            return None
+        if getattr(module, "start_dim", 1) == 0:
+            return None
+        index = len(self.calls)
+        if index >= len(self.shapes_from.calls):
+            return None
+        known = self.shapes_from.calls[index]
+        value = known.value
+        if known.kind != "module" or type(known.target) is not cls:
+            return None
+        if not isinstance(x, torch.Tensor) or not isinstance(value, torch.Tensor):
+            return None
+        if x.dim() < 2 or value.dim() < 2 or value.shape[0] >= x.shape[0]:
+            return None
+        self.leaf_depth += 1  # not an op of the network: do not record it
+        try:
+            return value[:1].expand(x.shape[0], *value.shape[1:]).contiguous()
+        finally:
+            self.leaf_depth -= 1
 
     # -- running ----------------------------------------------------------------------------
     def run(self, inputs: dict[str, torch.Tensor]) -> Trace:
