@@ -355,7 +355,11 @@ class Recorder(TorchFunctionMode):
         deterministic ``x * mask / (1 - p)``. The mask recorded is the one the network drew,
         read off its output (where ``x`` is 0 any mask gives the same output)."""
         per_channel = name.lower() in ("dropout1d", "dropout2d", "dropout3d")
-        mask_value = ((value != 0) | (x == 0)).to(x.dtype)
+        self.leaf_depth += 1  # reading the mask off is not an op of the network
+        try:
+            mask_value = ((value != 0) | (x == 0)).to(x.dtype)
+        finally:
+            self.leaf_depth -= 1
         scope = tuple(self.scope)
         mask = Call(
             len(self.calls),

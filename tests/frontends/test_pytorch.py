@@ -110,6 +110,7 @@ def test_dropout_is_stochastic_only_in_training(models):
     assert {n.distribution.family for n in dropouts} == {"Bernoulli"}
     assert train_graph["dropout1"].kind == "deterministic"
     assert train_graph.model["mode"] == "train"
+    assert train_graph.model["batch"] == "N"  # masks scale with the number of samples
 
 
 def test_constant_subcomputations_are_folded(models):
