@@ -200,3 +200,18 @@ def test_check_exits_1_when_a_weight_in_the_graph_is_perturbed(monkeypatch, caps
     assert main(["check", "fixtures/mlp.py:MLPClassifier", "--samples", "8"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out
+
+
+def test_safetensors_weights_are_read(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from fixtures.vae import VAEDecoder
+
+    trained = VAEDecoder()
+    with torch.no_grad():
+        trained.fc3.weight.mul_(2.0)
+    path = tmp_path / "decoder.safetensors"
+    save_file(trained.state_dict(), str(path))
+    graph = nn2pgm.convert("fixtures/vae.py:VAEDecoder", weights=str(path))
+    assert torch.equal(graph["fc3"].module_object.weight, trained.fc3.weight)

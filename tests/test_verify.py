@@ -71,3 +71,14 @@ def test_ks_statistic_and_p_value():
     statistic, p = ks_two_sample(a, b)
     assert p[0] > 0.01 and p[1] < 1e-4 and p[2] < 1e-30
     assert 0.5 < statistic[2] <= 1.0
+
+
+def test_random_token_ids_stay_below_the_embedding_size(models):
+    from nn2pgm.verify import random_inputs
+
+    lstm = models("char_lstm")
+    graph = nn2pgm.convert(lstm)
+    inputs = random_inputs(graph, lstm.example_inputs(), 500, torch.Generator().manual_seed(0))
+    tokens = inputs["tokens"]
+    assert tokens.dtype == torch.long and tokens.shape == (500, 32)
+    assert tokens.min() >= 0 and tokens.max() == 64  # every id of the 65-symbol table is drawn
