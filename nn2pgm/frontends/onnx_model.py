@@ -225,9 +225,10 @@ def _light_model(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> onnx.Mo
     return light
 
 
-def _input_dims(proto: onnx.ModelProto, names: list[str], path: str) -> dict[str, list]:
-    """Each real input's declared dims: int, a dim_param string, or None (anonymous)."""
-    dims: dict[str, list] = {}
+def _input_dims(proto: onnx.ModelProto, names: list[str], path: str) -> dict[str, list | None]:
+    """Each real input's declared dims (int, a dim_param string, or None when anonymous), or
+    None for an input of unknown rank."""
+    dims: dict[str, list | None] = {}
     by_name = {i.name: i for i in proto.graph.input}
     for name in names:
         value = by_name[name].type
@@ -239,9 +240,8 @@ def _input_dims(proto: onnx.ModelProto, names: list[str], path: str) -> dict[str
                 "inputs are tensors"
             )
         if not value.tensor_type.HasField("shape"):
-            raise SourceError(
-                f"{path}: input {name!r} has no declared rank: give the model a shaped input"
-            )
+            dims[name] = None
+            continue
         dims[name] = [
             d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
             for d in value.tensor_type.shape.dim
@@ -250,7 +250,7 @@ def _input_dims(proto: onnx.ModelProto, names: list[str], path: str) -> dict[str
 
 
 def _example_dims(
-    declared: dict[str, list],
+    declared: dict[str, list | None],
     batch_inputs: set[str],
     shapes: dict[str, tuple[int, ...]] | None,
     path: str,
@@ -266,6 +266,12 @@ def _example_dims(
     out: dict[str, list[int]] = {}
     for name, dims in declared.items():
         given = shapes.get(name)
+        if dims is None:
+            if given is None:
+                raise SourceError(
+                    f"{path}: input {name!r} has no declared rank: pass --input-shape {name}=..."
+                )
+            dims = [None] * len(given)
         if given is not None and len(given) != len(dims):
             raise SourceError(
                 f"--input-shape {name}=...: {path} declares {len(dims)} dimensions for {name!r}"
@@ -291,9 +297,10 @@ def _example_dims(
                 )
         count = math.prod(concrete)
         if count > MAX_EXAMPLE_ELEMENTS:
+            fix = "give a smaller --input-shape" if given else "not a usable model"
             raise SourceError(
-                f"{path}: input {name!r} would hold {count} elements ({_dims_text(concrete)}): "
-                "give a smaller --input-shape"
+                f"{path}: input {name!r} would hold {count} elements ({_dims_text(concrete)}), "
+                f"more than nn2pgm runs ({MAX_EXAMPLE_ELEMENTS}): {fix}"
             )
         out[name] = concrete
     return out
@@ -398,6 +405,9 @@ def _shapes(
         model.batch = example[first][0] if first and example[first] else 1
     model.shapes = shapes
     model.dtypes = {name: _dtype_name(elem) for name, (elem, _) in runs[-1].items()}
+    for name, tensor in model.initializers.items():
+        model.shapes.setdefault(name, tuple(tensor.dims))
+        model.dtypes.setdefault(name, _dtype_name(tensor.data_type))
     producers = {out: node for node in model.nodes for out in node.output}
     for name, (_, dims) in runs[-1].items():
         if dims and None not in dims and math.prod(dims) > MAX_TENSOR_ELEMENTS:
@@ -454,10 +464,13 @@ def load_onnx_source(
     tables = _embedding_sizes(model)
     inputs = {}
     for name, dims in example.items():
-        dtype = onnx_ops.TORCH_DTYPES.get(_elem_type(model.proto, name))
-        if dtype is None:
+        elem = _elem_type(model.proto, name)
+        dtype = onnx_ops.TORCH_DTYPES.get(elem)
+        if elem == TensorProto.STRING:  # torch has no strings: a numpy array of str
+            inputs[name] = np.full(dims, "", dtype=object)
+        elif dtype is None:
             raise SourceError(f"{spec}: input {name!r} has a type torch cannot hold")
-        if dtype.is_floating_point:
+        elif dtype.is_floating_point:
             inputs[name] = torch.rand(dims, dtype=dtype)
         else:
             inputs[name] = torch.zeros(dims, dtype=dtype)
@@ -514,6 +527,7 @@ def node_scopes(nodes: list[onnx.NodeProto], initializers: Iterable[str]) -> lis
         known.update(".".join(atoms[:k]) for k in range(1, len(atoms)))
     raw: list[Scope | list[str]] = []
     legacy_paths: set[str] = set()
+    resolved: dict[str, str] = {}
     for node in nodes:
         meta = {p.key: p.value for p in node.metadata_props}
         scope = _metadata_scope(meta)
@@ -523,7 +537,10 @@ def node_scopes(nodes: list[onnx.NodeProto], initializers: Iterable[str]) -> lis
         parts = node.name.split("/")[1:-1] if node.name.startswith("/") else []
         paths, parent = [], ""
         for part in parts:
-            parent = _resolve(_join(parent, part), known)
+            joined = _join(parent, part)
+            if joined not in resolved:
+                resolved[joined] = _resolve(joined, known)
+            parent = resolved[joined]
             paths.append(parent)
         legacy_paths.update(paths)
         raw.append(paths)
@@ -591,6 +608,7 @@ class _Lazy:
         self.compute, self.value, self.done = compute, None, False
 
     def get(self) -> Any:
+        """The value, computed the first time."""
         if not self.done:
             self.value, self.done = self.compute(), True
         return self.value
@@ -626,6 +644,7 @@ class _Op:
     random: bool = False
 
     def run(self, args: list[Any]) -> tuple:
+        """The op's outputs (a tuple) for input values ``args``."""
         if self.impl is None:
             raise OpaqueError(f"op {self.node.op_type!r} has no torch implementation")
         while args and args[-1] is None:
@@ -653,6 +672,8 @@ class _Builder:
         for name, tensor in model.initializers.items():
             self.const[name] = _Lazy(lambda t=tensor: self._initializer(t))
             self.made_of[name] = frozenset([name])
+            if tensor.data_location == TensorProto.EXTERNAL:  # not read: --structure-only
+                self.opaque.add(name)
         self.data: list[_Op] = []
 
     def _initializer(self, tensor: TensorProto) -> Any:
@@ -663,13 +684,12 @@ class _Builder:
     # -- classification ----------------------------------------------------------------------
     def classify(self, scopes: list[Scope]) -> None:
         """Fold constants and shape-only values; collect the ops that stay nodes."""
-        unsupported: list[onnx.NodeProto] = []
+        unsupported: list[tuple[onnx.NodeProto, str | None]] = []
         self.classify_nodes(self.m.nodes, scopes, unsupported)
         if unsupported and not self.m.structure_only:
-            node = unsupported[0]
+            node, reason = unsupported[0]
             domain = node.domain if node.domain not in ("", "ai.onnx") else ""
             version = self.m.opsets.get(domain, 1)
-            reason = onnx_ops.UNSUPPORTED_REASONS.get(node.op_type)
             what = f"{domain + '.' if domain else ''}{node.op_type}"
             raise SourceError(
                 f"unsupported ONNX op '{what}' (node {node.name or node.output[0]!r}, opset "
@@ -687,9 +707,13 @@ class _Builder:
                 continue
             domain = "" if node.domain == "ai.onnx" else node.domain
             impl = onnx_ops.lookup(domain, node.op_type, self.m.opsets.get(domain, 1))
-            if impl is None:
-                unsupported.append(node)
             kwargs = {} if node.op_type == "Gradient" else onnx_ops.attribute_values(node)
+            reason = onnx_ops.UNSUPPORTED_REASONS.get(node.op_type)
+            if impl is not None and impl.unsupported is not None:
+                reason = impl.unsupported(kwargs)
+                impl = None if reason else impl
+            if impl is None:
+                unsupported.append((node, reason))
             if impl is not None and impl.wants_outputs:
                 kwargs["n_outputs"] = len(node.output)
             op = _Op(node, impl, kwargs, scope)
@@ -872,6 +896,7 @@ class _Builder:
         return graph.validate()
 
     def shape_of(self, name: str) -> tuple:
+        """The IR shape of tensor ``name`` (``()`` when shape inference left it unknown)."""
         shape = self.m.shapes.get(name)
         return () if shape is None or UNKNOWN in shape else shape
 
@@ -887,9 +912,12 @@ class _Builder:
         return outs or [next(o for o in ops[-1].node.output if o)]
 
     def add_op(self, op: _Op, used_names: set[str], alone: bool) -> None:
+        """One node for one op, named by its module path (and op type unless ``alone``)."""
         node = op.node
         path = op.scope.paths[-1] if op.scope.paths else ""
         base = path if alone and path else (f"{path}.{node.op_type}" if path else node.op_type)
+        if not op.scope.calls and node.name and not node.name.startswith("/"):
+            base = node.name  # a hand-made model's own node names
         if op.random and node.op_type == "Dropout" and self.dropout_ratio(op) is not None:
             mask = _fresh(f"{path}.dropout_mask" if path else "dropout_mask", used_names)
             self.add_dropout(op, mask, _fresh(base, used_names), path)
@@ -897,6 +925,7 @@ class _Builder:
         self.add_node(_fresh(base, used_names), [op], self.outputs_of([op]), node.op_type, path)
 
     def add_group(self, key: tuple | None, ops: list[_Op], used_names: set[str]) -> None:
+        """One node for the ops of one module call at depth ``len(key)``."""
         depth = len(key or ())
         scope = ops[0].scope
         path = scope.paths[depth - 1] if depth else ""
@@ -906,6 +935,7 @@ class _Builder:
         self.add_node(node_id, ops, self.outputs_of(ops), op_name, path)
 
     def parents_of(self, ops: list[_Op]) -> tuple[str, ...]:
+        """The nodes holding the data tensors ``ops`` read from outside themselves."""
         made = {o for op in ops for o in op.node.output if o}
         return tuple(
             dict.fromkeys(
@@ -1032,11 +1062,21 @@ class _Builder:
             return Distribution(family, {"loc": kw.get("mean", 0.0), "scale": kw.get("scale", 1.0)})
         if family == "Uniform":
             return Distribution(family, {"low": kw.get("low", 0.0), "high": kw.get("high", 1.0)})
-        if node.op_type == "Bernoulli" and source in parents:
-            return Distribution(family, {"probs": source})
-        if node.op_type == "Multinomial" and source in parents:
-            return Distribution(family, {"logits": source})
-        return Distribution(family if node.op_type != "Dropout" else "Implicit")
+        if node.op_type in ("Bernoulli", "Multinomial"):
+            name = "probs" if node.op_type == "Bernoulli" else "logits"
+            value = source if source in parents else self.same_everywhere(node.input[0])
+            return Distribution(family, {} if value is None else {name: value})
+        return Distribution("Implicit")
+
+    def same_everywhere(self, name: str) -> float | None:
+        """The value of a constant tensor whose elements are all equal (else None)."""
+        if name not in self.const or name in self.opaque:
+            return None
+        value = self.const[name].get()
+        if not isinstance(value, torch.Tensor) or not value.numel():
+            return None
+        first = value.reshape(-1)[0]
+        return float(first) if bool((value == first).all()) else None
 
     def evaluator(
         self, ops: list[_Op], outs: list[str], position: dict[str, int]
@@ -1267,6 +1307,12 @@ class OnnxReference(torch.nn.Module):
                 f"{model.path} was loaded with --structure-only: its CPDs are opaque and the "
                 "graph is unverifiable; check it without --structure-only"
             )
+        strings = [n for n in model.inputs if model.dtypes.get(n) == "string"]
+        if strings:
+            raise SourceError(
+                f"{model.path}: input {strings[0]!r} holds strings; check draws random tensors, "
+                "so it cannot check this model"
+            )
         graph, builder = _build(model, None, None, None)
         random = [op for op in builder.data if op.random]
         self.noise = {
@@ -1283,6 +1329,7 @@ class OnnxReference(torch.nn.Module):
             for out in self.noise:
                 elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(model.dtypes[out]))
                 proto.graph.input.append(onnx.helper.make_tensor_value_info(out, elem, None))
+        self.path = model.path
         self.runtime, self.run = _session(proto, model.path)
 
     def forward(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -1298,13 +1345,25 @@ class OnnxReference(torch.nn.Module):
                 for out, (node_id, index) in self.noise.items():
                     value = env[node_id] if index is None else env[node_id][index]
                     feeds[out] = value.numpy()
-            return [torch.from_numpy(np.asarray(v)) for v in self.run(feeds)]
+            try:
+                outputs = self.run(feeds)
+            except Exception as error:  # noqa: BLE001 - the runtime's own message, one line
+                raise SourceError(
+                    f"{self.path}: {self.runtime} cannot run the model on inputs of shapes "
+                    f"{_shapes_text(feeds)} ({_first_line(error)})"
+                ) from None
+            return [torch.from_numpy(np.asarray(v)) for v in outputs]
+
+
+def _shapes_text(feeds: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
 
 
 def _session(proto: onnx.ModelProto, path: str) -> tuple[str, Callable[[dict], list]]:
     """A function running ``proto``: onnxruntime, or onnx.reference where it fails."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -79,6 +79,8 @@ class OpImpl:
     last: int | None
     fn: Callable[..., Any]
     wants_outputs: bool = False  # fn takes the node's number of outputs as ``n_outputs``
+    # attributes -> why this variant is not supported (None: supported); run before building
+    unsupported: Callable[[dict[str, Any]], str | None] | None = None
 
 
 REGISTRY: dict[tuple[str, str], list[OpImpl]] = {}
@@ -91,11 +93,12 @@ def op(
     *,
     domain: str = "",
     wants_outputs: bool = False,
+    unsupported: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function for ``op_type`` at opsets ``first..last``."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        impl = OpImpl(domain, op_type, first, last, fn, wants_outputs)
+        impl = OpImpl(domain, op_type, first, last, fn, wants_outputs, unsupported)
         REGISTRY.setdefault((domain, op_type), []).append(impl)
         return fn
 
@@ -309,22 +312,22 @@ for _name, _fn in BINARY.items():
 
 
 @op("Mod")
-def mod(a, b, *, fmod=0):
+def _mod(a, b, *, fmod=0):
     return torch.fmod(a, b) if fmod else torch.remainder(a, b)
 
 
 @op("BitShift")
-def bit_shift(a, b, *, direction):
+def _bit_shift(a, b, *, direction):
     return a << b if direction == "LEFT" else a >> b
 
 
 @op("Where")
-def where(condition, x, y):
+def _where(condition, x, y):
     return torch.where(condition, x, y)
 
 
 @op("IsInf")
-def is_inf(x, *, detect_negative=1, detect_positive=1):
+def _is_inf(x, *, detect_negative=1, detect_positive=1):
     return (torch.isposinf(x) & bool(detect_positive)) | (torch.isneginf(x) & bool(detect_negative))
 
 
@@ -341,17 +344,17 @@ op("Min")(_variadic(torch.minimum))
 
 
 @op("Mean")
-def mean(*xs):
+def _mean(*xs):
     return functools.reduce(torch.add, xs) / len(xs)
 
 
 @op("Identity")
-def identity(x):
+def _identity(x):
     return x
 
 
 @op("Cast")
-def cast(x, *, to, saturate=1):
+def _cast(x, *, to, saturate=1):
     if to == TensorProto.STRING:
         return np.vectorize(str, otypes=[object])(x.numpy())
     if isinstance(x, np.ndarray):
@@ -360,71 +363,71 @@ def cast(x, *, to, saturate=1):
 
 
 @op("CastLike")
-def cast_like(x, like, *, saturate=1):
+def _cast_like(x, like, *, saturate=1):
     return x.to(like.dtype)
 
 
 @op("Clip", 1, 10)
-def clip_attrs(x, *, min=-3.4028234663852886e38, max=3.4028234663852886e38):  # noqa: A002
+def _clip_attrs(x, *, min=-3.4028234663852886e38, max=3.4028234663852886e38):  # noqa: A002
     return torch.clamp(x, min, max)
 
 
 @op("Clip", 11)
-def clip(x, low=None, high=None):
+def _clip_inputs(x, low=None, high=None):
     return torch.clamp(x, scalar(low), scalar(high))
 
 
 # -- activations ------------------------------------------------------------------------------
 @op("Elu")
-def elu(x, *, alpha=1.0):
+def _elu(x, *, alpha=1.0):
     return F.elu(x, alpha)
 
 
 @op("Celu")
-def celu(x, *, alpha=1.0):
+def _celu(x, *, alpha=1.0):
     return F.celu(x, alpha)
 
 
 @op("Selu")
-def selu(x, *, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875):
+def _selu(x, *, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875):
     return gamma * torch.where(x > 0, x, alpha * torch.expm1(x))
 
 
 @op("LeakyRelu")
-def leaky_relu(x, *, alpha=0.01):
+def _leaky_relu(x, *, alpha=0.01):
     return F.leaky_relu(x, alpha)
 
 
 @op("ThresholdedRelu")
-def thresholded_relu(x, *, alpha=1.0):
+def _thresholded_relu(x, *, alpha=1.0):
     return torch.where(x > alpha, x, torch.zeros_like(x))
 
 
 @op("HardSigmoid")
-def hard_sigmoid(x, *, alpha=0.2, beta=0.5):
+def _hard_sigmoid(x, *, alpha=0.2, beta=0.5):
     return torch.clamp(alpha * x + beta, 0, 1)
 
 
 @op("Shrink")
-def shrink(x, *, bias=0.0, lambd=0.5):
+def _shrink(x, *, bias=0.0, lambd=0.5):
     zero = torch.zeros_like(x)
     return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, zero))
 
 
 @op("Gelu", 20)
-def gelu(x, *, approximate="none"):
+def _gelu(x, *, approximate="none"):
     return F.gelu(x, approximate=approximate)
 
 
 @op("PRelu", 1, 6)
-def prelu_per_channel(x, slope):
+def _prelu_per_channel(x, slope):
     if slope.dim() == 1 and x.dim() > 2 and slope.numel() == x.shape[1]:
         slope = slope.reshape(-1, *([1] * (x.dim() - 2)))
-    return prelu(x, slope)
+    return _prelu(x, slope)
 
 
 @op("PRelu", 7)
-def prelu(x, slope):
+def _prelu(x, slope):
     return torch.where(x < 0, x * slope, x)
 
 
@@ -450,28 +453,28 @@ op("Hardmax", 1, 12)(_coerced_2d(_hardmax))
 
 
 @op("Softmax", 13)
-def softmax(x, *, axis=-1):
+def _softmax(x, *, axis=-1):
     return torch.softmax(x, axis)
 
 
 @op("LogSoftmax", 13)
-def log_softmax(x, *, axis=-1):
+def _log_softmax(x, *, axis=-1):
     return torch.log_softmax(x, axis)
 
 
 @op("Hardmax", 13)
-def hardmax(x, *, axis=-1):
+def _hardmax_axis(x, *, axis=-1):
     return _hardmax(x, _axis(axis, x.dim()))
 
 
 # -- linear algebra ---------------------------------------------------------------------------
 @op("MatMul")
-def matmul(a, b):
+def _matmul(a, b):
     return torch.matmul(a, b)
 
 
 @op("Gemm")
-def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=0):  # noqa: N803
+def _gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=0):  # noqa: N803
     a = a.T if transA else a
     b = b.T if transB else b
     if c is None or not a.is_floating_point():
@@ -482,7 +485,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=0):
 
 
 @op("Einsum")
-def einsum(*xs, equation):
+def _einsum(*xs, equation):
     return torch.einsum(equation, *xs)
 
 
@@ -494,7 +497,7 @@ AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 @op("Conv")
-def conv(
+def _conv(
     x,
     w,
     b=None,
@@ -518,7 +521,7 @@ def conv(
 
 
 @op("ConvTranspose")
-def conv_transpose(
+def _conv_transpose(
     x,
     w,
     b=None,
@@ -565,7 +568,7 @@ def _window(x, kernel_shape, strides, dilations, auto_pad, pads):
 
 
 @op("MaxPool", wants_outputs=True)
-def max_pool(
+def _max_pool(
     x,
     *,
     kernel_shape,
@@ -604,7 +607,7 @@ def max_pool(
 
 
 @op("AveragePool")
-def average_pool(
+def _average_pool(
     x,
     *,
     kernel_shape,
@@ -628,17 +631,17 @@ def average_pool(
 
 
 @op("GlobalAveragePool")
-def global_average_pool(x):
+def _global_average_pool(x):
     return x.mean(tuple(range(2, x.dim())), keepdim=True)
 
 
 @op("GlobalMaxPool")
-def global_max_pool(x):
+def _global_max_pool(x):
     return x.amax(tuple(range(2, x.dim())), keepdim=True)
 
 
 @op("LpPool", 2)
-def lp_pool(
+def _lp_pool(
     x, *, kernel_shape, auto_pad="NOTSET", ceil_mode=0, dilations=None, p=2, pads=None, strides=None
 ):
     d, strides, dilations, begin, end = _window(x, kernel_shape, strides, dilations, auto_pad, pads)
@@ -648,13 +651,13 @@ def lp_pool(
 
 
 @op("GlobalLpPool", 2)
-def global_lp_pool(x, *, p=2):
+def _global_lp_pool(x, *, p=2):
     return (x.abs() ** p).sum(tuple(range(2, x.dim())), keepdim=True) ** (1.0 / p)
 
 
 # -- normalization ----------------------------------------------------------------------------
 @op("BatchNormalization", wants_outputs=True)
-def batch_norm(
+def _batch_norm(
     x,
     scale,
     bias,
@@ -683,12 +686,12 @@ def batch_norm(
 
 
 @op("InstanceNormalization")
-def instance_norm(x, scale, bias, *, epsilon=1e-5):
+def _instance_norm(x, scale, bias, *, epsilon=1e-5):
     return F.instance_norm(x, weight=scale, bias=bias, eps=epsilon)
 
 
 @op("LayerNormalization", 17, wants_outputs=True)
-def layer_norm(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1, n_outputs=1):
+def _layer_norm(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1, n_outputs=1):
     axis = _axis(axis, x.dim())
     shape = tuple(x.shape[axis:])
     if n_outputs == 1 and tuple(scale.shape) == shape:
@@ -703,9 +706,9 @@ def layer_norm(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type=1, n_ou
 
 
 @op("GroupNormalization", 18, 20)
-def group_norm_per_group(x, scale, bias, *, num_groups, epsilon=1e-5):
+def _group_norm_per_group(x, scale, bias, *, num_groups, epsilon=1e-5):
     repeat = x.shape[1] // num_groups
-    return group_norm(
+    return _group_norm(
         x,
         scale.repeat_interleave(repeat),
         bias.repeat_interleave(repeat),
@@ -715,38 +718,38 @@ def group_norm_per_group(x, scale, bias, *, num_groups, epsilon=1e-5):
 
 
 @op("GroupNormalization", 21)
-def group_norm(x, scale, bias, *, num_groups, epsilon=1e-5, stash_type=1):
+def _group_norm(x, scale, bias, *, num_groups, epsilon=1e-5, stash_type=1):
     return F.group_norm(x, num_groups, scale, bias, epsilon)
 
 
 @op("LRN")
-def lrn(x, *, size, alpha=0.0001, beta=0.75, bias=1.0):
+def _lrn(x, *, size, alpha=0.0001, beta=0.75, bias=1.0):
     return F.local_response_norm(x, size, alpha, beta, bias)
 
 
 @op("LpNormalization")
-def lp_normalization(x, *, axis=-1, p=2):
+def _lp_normalization(x, *, axis=-1, p=2):
     return x / torch.linalg.vector_norm(x, p, dim=axis, keepdim=True)
 
 
 # -- shapes and indexing ----------------------------------------------------------------------
 @op("Shape", 1, 14)
-def shape_all(x):
+def _shape_all(x):
     return torch.tensor(tuple(x.shape), dtype=torch.int64)
 
 
 @op("Shape", 15)
-def shape(x, *, start=0, end=None):
+def _shape(x, *, start=0, end=None):
     return torch.tensor(tuple(x.shape)[start:end], dtype=torch.int64)
 
 
 @op("Size")
-def size(x):
+def _size(x):
     return torch.tensor(math.prod(x.shape), dtype=torch.int64)
 
 
 @op("Reshape", 5)
-def reshape(x, shape, *, allowzero=0):
+def _reshape(x, shape, *, allowzero=0):
     dims = _ints(shape)
     if not allowzero:
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
@@ -754,30 +757,30 @@ def reshape(x, shape, *, allowzero=0):
 
 
 @op("Flatten")
-def flatten(x, *, axis=1):
+def _flatten(x, *, axis=1):
     axis = _axis(axis, x.dim())
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
 @op("Squeeze", 1, 12)
-def squeeze_attrs(x, *, axes=None):
-    return squeeze(x, axes)
+def _squeeze_attrs(x, *, axes=None):
+    return _squeeze(x, axes)
 
 
 @op("Squeeze", 13)
-def squeeze(x, axes=None):
+def _squeeze(x, axes=None):
     if axes is None:
         return x.squeeze()
     return x.squeeze(tuple(_axis(a, x.dim()) for a in _ints(axes)))
 
 
 @op("Unsqueeze", 1, 12)
-def unsqueeze_attrs(x, *, axes):
-    return unsqueeze(x, axes)
+def _unsqueeze_attrs(x, *, axes):
+    return _unsqueeze(x, axes)
 
 
 @op("Unsqueeze", 13)
-def unsqueeze(x, axes):
+def _unsqueeze(x, axes):
     rank = x.dim() + len(_ints(axes))
     for a in sorted(_axis(a, rank) for a in _ints(axes)):
         x = x.unsqueeze(a)
@@ -785,17 +788,17 @@ def unsqueeze(x, axes):
 
 
 @op("Transpose")
-def transpose(x, *, perm=None):
+def _transpose(x, *, perm=None):
     return x.permute(perm if perm is not None else tuple(reversed(range(x.dim()))))
 
 
 @op("Concat")
-def concat(*xs, axis):
+def _concat(*xs, axis):
     return torch.cat(xs, axis)
 
 
 @op("Split", wants_outputs=True)
-def split(x, split=None, *, axis=0, num_outputs=None, n_outputs=1):
+def _split(x, split=None, *, axis=0, num_outputs=None, n_outputs=1):
     axis = _axis(axis, x.dim())
     if split is None or not _ints(split):
         count = num_outputs or n_outputs
@@ -821,12 +824,12 @@ def _slice(x, starts, ends, axes, steps):
 
 
 @op("Slice", 1, 9)
-def slice_attrs(x, *, starts, ends, axes=None):
+def _slice_attrs(x, *, starts, ends, axes=None):
     return _slice(x, starts, ends, axes, None)
 
 
 @op("Slice", 10)
-def slice_inputs(x, starts, ends, axes=None, steps=None):
+def _slice_inputs(x, starts, ends, axes=None, steps=None):
     axes = None if axes is None else _ints(axes)
     return _slice(x, _ints(starts), _ints(ends), axes, None if steps is None else _ints(steps))
 
@@ -837,7 +840,7 @@ def _positive(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @op("Gather")
-def gather(x, indices, *, axis=0):
+def _gather(x, indices, *, axis=0):
     axis = _axis(axis, x.dim())
     index = _positive(indices, x.shape[axis])
     out = x.index_select(axis, index.reshape(-1))
@@ -845,13 +848,13 @@ def gather(x, indices, *, axis=0):
 
 
 @op("GatherElements")
-def gather_elements(x, indices, *, axis=0):
+def _gather_elements(x, indices, *, axis=0):
     axis = _axis(axis, x.dim())
     return torch.gather(x, axis, _positive(indices, x.shape[axis]))
 
 
 @op("GatherND")
-def gather_nd(x, indices, *, batch_dims=0):
+def _gather_nd(x, indices, *, batch_dims=0):
     batch = tuple(x.shape[:batch_dims])
     data = x.reshape(math.prod(batch), *x.shape[batch_dims:])
     index = indices.long().reshape(math.prod(batch), *indices.shape[batch_dims:])
@@ -864,7 +867,7 @@ SCATTER_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 
 
 @op("ScatterElements")
-def scatter_elements(x, indices, updates, *, axis=0, reduction="none"):
+def _scatter_elements(x, indices, updates, *, axis=0, reduction="none"):
     axis = _axis(axis, x.dim())
     index = _positive(indices, x.shape[axis])
     if reduction == "none":
@@ -872,11 +875,11 @@ def scatter_elements(x, indices, updates, *, axis=0, reduction="none"):
     return x.scatter_reduce(axis, index, updates, SCATTER_REDUCE[reduction])
 
 
-op("Scatter", 9, 10)(scatter_elements)
+op("Scatter", 9, 10)(_scatter_elements)
 
 
 @op("ScatterND")
-def scatter_nd(x, indices, updates, *, reduction="none"):
+def _scatter_nd(x, indices, updates, *, reduction="none"):
     out = x.clone()
     index = tuple(indices.long().unbind(-1))
     if reduction in ("none", "add"):
@@ -891,12 +894,12 @@ def scatter_nd(x, indices, updates, *, reduction="none"):
 
 
 @op("Expand", 8)
-def expand(x, shape):
+def _expand(x, shape):
     return torch.broadcast_to(x, torch.broadcast_shapes(tuple(x.shape), tuple(_ints(shape))))
 
 
 @op("Tile", 6)
-def tile(x, repeats):
+def _tile(x, repeats):
     return x.repeat(_ints(repeats))
 
 
@@ -919,29 +922,29 @@ def _pad(x, pads, mode, value, axes):
 
 
 @op("Pad", 2, 10)
-def pad_attrs(x, *, pads, mode="constant", value=0.0):
+def _pad_attrs(x, *, pads, mode="constant", value=0.0):
     return _pad(x, pads, mode, value, None)
 
 
 @op("Pad", 11)
-def pad(x, pads, constant_value=None, axes=None, *, mode="constant"):
+def _pad_inputs(x, pads, constant_value=None, axes=None, *, mode="constant"):
     value = 0 if constant_value is None else scalar(constant_value)
     return _pad(x, _ints(pads), mode, value, None if axes is None else _ints(axes))
 
 
 @op("ConstantOfShape")
-def constant_of_shape(shape, *, value=None):
+def _constant_of_shape(shape, *, value=None):
     value = torch.zeros(1) if value is None else value
     return torch.full(_ints(shape), scalar(value), dtype=value.dtype)
 
 
 @op("Range")
-def arange(start, limit, delta):
+def _arange(start, limit, delta):
     return torch.arange(scalar(start), scalar(limit), scalar(delta), dtype=start.dtype)
 
 
 @op("Constant")
-def constant(
+def _constant(
     *,
     value=None,
     value_float=None,
@@ -964,13 +967,13 @@ def constant(
 
 
 @op("Trilu", 14)
-def trilu(x, k=None, *, upper=1):
+def _trilu(x, k=None, *, upper=1):
     diagonal = 0 if k is None else int(scalar(k))
     return torch.triu(x, diagonal) if upper else torch.tril(x, diagonal)
 
 
 @op("CumSum", 11)
-def cumsum(x, axis, *, exclusive=0, reverse=0):
+def _cumsum(x, axis, *, exclusive=0, reverse=0):
     axis = int(scalar(axis))
     y = x.flip(axis) if reverse else x
     total = torch.cumsum(y, axis)
@@ -980,7 +983,7 @@ def cumsum(x, axis, *, exclusive=0, reverse=0):
 
 
 @op("OneHot", 9)
-def one_hot(indices, depth, values, *, axis=-1):
+def _one_hot(indices, depth, values, *, axis=-1):
     size = int(scalar(depth))
     index = _positive(indices, size)
     axis = _axis(axis, indices.dim() + 1)
@@ -990,17 +993,17 @@ def one_hot(indices, depth, values, *, axis=-1):
 
 
 @op("NonZero", 9)
-def nonzero(x):
+def _nonzero(x):
     return torch.nonzero(x).T.contiguous()
 
 
 @op("TopK", 1, 9)
-def top_k_attr(x, *, k, axis=-1):
-    return top_k(x, torch.tensor([k]), axis=axis)
+def _top_k_attr(x, *, k, axis=-1):
+    return _top_k(x, torch.tensor([k]), axis=axis)
 
 
 @op("TopK", 10)
-def top_k(x, k, *, axis=-1, largest=1, sorted=1):  # noqa: A002
+def _top_k(x, k, *, axis=-1, largest=1, sorted=1):  # noqa: A002
     values, indices = torch.topk(x, int(scalar(k)), axis, bool(largest), bool(sorted))
     return values, indices.long()
 
@@ -1020,7 +1023,7 @@ op("ArgMin")(_arg(torch.argmin))
 
 
 @op("DepthToSpace")
-def depth_to_space(x, *, blocksize, mode="DCR"):
+def _depth_to_space(x, *, blocksize, mode="DCR"):
     b, c, h, w = x.shape
     s = blocksize
     if mode == "DCR":
@@ -1031,11 +1034,119 @@ def depth_to_space(x, *, blocksize, mode="DCR"):
 
 
 @op("SpaceToDepth")
-def space_to_depth(x, *, blocksize):
+def _space_to_depth(x, *, blocksize):
     b, c, h, w = x.shape
     s = blocksize
     y = x.reshape(b, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4)
     return y.reshape(b, c * s * s, h // s, w // s)
+
+
+# -- resizing ---------------------------------------------------------------------------------
+def _source_coordinates(size: int, out: int, scale: float, transform: str) -> torch.Tensor:
+    """Where each output position of one axis reads the input (ONNX Resize's formulas)."""
+    dst = torch.arange(out, dtype=torch.float64)
+    if transform == "align_corners":
+        return dst * ((size - 1) / (out - 1)) if out > 1 else torch.zeros(out, dtype=torch.float64)
+    if transform == "asymmetric":
+        return dst / scale
+    if transform == "pytorch_half_pixel" and out == 1:
+        return torch.zeros(1, dtype=torch.float64)
+    if transform == "half_pixel_symmetric":
+        offset = size / 2 * (1 - out / (size * scale))
+        return offset + (dst + 0.5) / scale - 0.5
+    return (dst + 0.5) / scale - 0.5
+
+
+NEAREST = {
+    "round_prefer_floor": lambda v: torch.ceil(v - 0.5),
+    "round_prefer_ceil": lambda v: torch.floor(v + 0.5),
+    "floor": torch.floor,
+    "ceil": torch.ceil,
+}
+
+
+def _resize(x, sizes, scales, mode, transform, nearest_mode):
+    """Nearest or (multi)linear resizing, one axis at a time."""
+    for axis in range(x.dim()):
+        size, out, scale = x.shape[axis], sizes[axis], scales[axis]
+        if out == size and scale == 1:
+            continue
+        src = _source_coordinates(size, out, scale, transform)
+        if mode == "nearest":
+            index = NEAREST[nearest_mode](src).clamp(0, size - 1).long()
+            x = x.index_select(axis, index)
+            continue
+        src = src.clamp(0, size - 1)
+        low = src.floor().long()
+        high = (low + 1).clamp(max=size - 1)
+        weight = (src - low).to(x.dtype).reshape(-1, *([1] * (x.dim() - axis - 1)))
+        a, b = x.index_select(axis, low), x.index_select(axis, high)
+        x = a + (b - a) * weight
+    return x
+
+
+def _resize_unsupported(attrs: dict[str, Any]) -> str | None:
+    mode = attrs.get("mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        return f"mode {mode!r} is not compiled (nearest and linear are)"
+    if attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
+        return "coordinate_transformation_mode 'tf_crop_and_resize' is not compiled"
+    if attrs.get("antialias") and mode != "nearest":
+        return "antialias is not compiled"
+    if attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        return "keep_aspect_ratio_policy other than 'stretch' is not compiled"
+    return None
+
+
+def _resize_sizes(x, scales, sizes, axes):
+    rank = x.dim()
+    axes = list(range(rank)) if axes is None else [_axis(a, rank) for a in axes]
+    full_scales, full_sizes = [1.0] * rank, list(x.shape)
+    if sizes is not None and sizes.numel():
+        for a, n in zip(axes, _ints(sizes)):
+            full_sizes[a], full_scales[a] = n, n / x.shape[a]
+    else:
+        for a, factor in zip(axes, scales.reshape(-1).tolist()):
+            full_scales[a], full_sizes[a] = factor, int(math.floor(x.shape[a] * factor))
+    return full_sizes, full_scales
+
+
+@op("Resize", 11, unsupported=_resize_unsupported)
+def _resize_inputs(
+    x,
+    roi=None,
+    scales=None,
+    sizes=None,
+    *,
+    mode="nearest",
+    coordinate_transformation_mode="half_pixel",
+    nearest_mode="round_prefer_floor",
+    cubic_coeff_a=-0.75,
+    exclude_outside=0,
+    extrapolation_value=0.0,
+    antialias=0,
+    axes=None,
+    keep_aspect_ratio_policy="stretch",
+):
+    out, factors = _resize_sizes(x, scales, sizes, axes)
+    return _resize(x, out, factors, mode, coordinate_transformation_mode, nearest_mode)
+
+
+def _upsample_unsupported(attrs: dict[str, Any]) -> str | None:
+    mode = attrs.get("mode", "nearest")
+    return None if mode in ("nearest", "linear") else f"mode {mode!r} is not compiled"
+
+
+@op("Resize", 10, 10, unsupported=_upsample_unsupported)
+@op("Upsample", 9, 9, unsupported=_upsample_unsupported)
+def _upsample(x, scales, *, mode="nearest"):
+    out, factors = _resize_sizes(x, scales, None, None)
+    return _resize(x, out, factors, mode, "asymmetric", "floor")
+
+
+@op("Upsample", 7, 8, unsupported=_upsample_unsupported)
+def _upsample_attrs(x, *, scales, mode="nearest"):
+    return _upsample(x, torch.tensor(scales), mode=mode)
 
 
 # -- reductions -------------------------------------------------------------------------------
@@ -1094,11 +1205,11 @@ def _activation(name: str, alpha: float | None, beta: float | None) -> Callable:
         "Softplus": F.softplus,
         "Affine": lambda x: (1.0 if a is None else a) * x + (0.0 if b is None else b),
         "LeakyRelu": lambda x: F.leaky_relu(x, 0.01 if a is None else a),
-        "ThresholdedRelu": lambda x: thresholded_relu(x, alpha=1.0 if a is None else a),
+        "ThresholdedRelu": lambda x: _thresholded_relu(x, alpha=1.0 if a is None else a),
         "ScaledTanh": lambda x: (
             (1.0 if a is None else a) * torch.tanh((1.0 if b is None else b) * x)
         ),
-        "HardSigmoid": lambda x: hard_sigmoid(
+        "HardSigmoid": lambda x: _hard_sigmoid(
             x, alpha=0.2 if a is None else a, beta=0.5 if b is None else b
         ),
         "Elu": lambda x: F.elu(x, 1.0 if a is None else a),
@@ -1150,8 +1261,10 @@ def _recurrent(step_fn, gates, defaults):
         linear_before_reset=0,
         n_outputs=1,
     ):
-        if layout:
+        if layout:  # batch first: x, initial_h, initial_c to the default layout
             x = x.transpose(0, 1)
+            initial_h = None if initial_h is None else initial_h.transpose(0, 1)
+            initial_c = None if initial_c is None else initial_c.transpose(0, 1)
         steps, batch = x.shape[0], x.shape[1]
         directions = 2 if direction == "bidirectional" else 1
         fns = _activations(activations, activation_alpha, activation_beta, defaults, directions)
@@ -1241,46 +1354,46 @@ op("RNN", 7, wants_outputs=True)(_recurrent(_rnn_step, 1, ["Tanh"]))
 
 # -- sequences --------------------------------------------------------------------------------
 @op("SequenceEmpty", 11)
-def sequence_empty(*, dtype=TensorProto.FLOAT):
+def _sequence_empty(*, dtype=TensorProto.FLOAT):
     return []
 
 
 @op("SequenceConstruct", 11)
-def sequence_construct(*xs):
+def _sequence_construct(*xs):
     return list(xs)
 
 
 @op("SequenceInsert", 11)
-def sequence_insert(sequence, x, position=None):
+def _sequence_insert(sequence, x, position=None):
     out = list(sequence)
     out.insert(len(out) if position is None else _axis(int(scalar(position)), len(out)), x)
     return out
 
 
 @op("SequenceAt", 11)
-def sequence_at(sequence, position):
+def _sequence_at(sequence, position):
     return sequence[int(scalar(position))]
 
 
 @op("SequenceErase", 11)
-def sequence_erase(sequence, position=None):
+def _sequence_erase(sequence, position=None):
     out = list(sequence)
     del out[-1 if position is None else int(scalar(position))]
     return out
 
 
 @op("SequenceLength", 11)
-def sequence_length(sequence):
+def _sequence_length(sequence):
     return torch.tensor(len(sequence), dtype=torch.int64)
 
 
 @op("ConcatFromSequence", 11)
-def concat_from_sequence(sequence, *, axis, new_axis=0):
+def _concat_from_sequence(sequence, *, axis, new_axis=0):
     return torch.stack(sequence, axis) if new_axis else torch.cat(sequence, axis)
 
 
 @op("SplitToSequence", 11)
-def split_to_sequence(x, split=None, *, axis=0, keepdims=1):
+def _split_to_sequence(x, split=None, *, axis=0, keepdims=1):
     axis = _axis(axis, x.dim())
     if split is None:
         parts = torch.split(x, 1, axis)
@@ -1291,7 +1404,7 @@ def split_to_sequence(x, split=None, *, axis=0, keepdims=1):
 
 # -- strings ----------------------------------------------------------------------------------
 @op("StringNormalizer", 10)
-def string_normalizer(
+def _string_normalizer(
     x, *, case_change_action="NONE", is_case_sensitive=0, locale="", stopwords=None
 ):
     """Drop stop words, then change case (strings stay a numpy array: torch has none)."""
@@ -1317,34 +1430,34 @@ def _affine(x: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
 
 
 @op("RandomNormal")
-def random_normal(*, shape, dtype=TensorProto.FLOAT, mean=0.0, scale=1.0, seed=None):
+def _random_normal(*, shape, dtype=TensorProto.FLOAT, mean=0.0, scale=1.0, seed=None):
     return _affine(torch.randn(shape, dtype=TORCH_DTYPES[dtype]), scale, mean)
 
 
 @op("RandomNormalLike")
-def random_normal_like(x, *, dtype=None, mean=0.0, scale=1.0, seed=None):
+def _random_normal_like(x, *, dtype=None, mean=0.0, scale=1.0, seed=None):
     kind = x.dtype if dtype is None else TORCH_DTYPES[dtype]
     return _affine(torch.randn(tuple(x.shape), dtype=kind), scale, mean)
 
 
 @op("RandomUniform")
-def random_uniform(*, shape, dtype=TensorProto.FLOAT, high=1.0, low=0.0, seed=None):
+def _random_uniform(*, shape, dtype=TensorProto.FLOAT, high=1.0, low=0.0, seed=None):
     return _affine(torch.rand(shape, dtype=TORCH_DTYPES[dtype]), high - low, low)
 
 
 @op("RandomUniformLike")
-def random_uniform_like(x, *, dtype=None, high=1.0, low=0.0, seed=None):
+def _random_uniform_like(x, *, dtype=None, high=1.0, low=0.0, seed=None):
     kind = x.dtype if dtype is None else TORCH_DTYPES[dtype]
     return _affine(torch.rand(tuple(x.shape), dtype=kind), high - low, low)
 
 
 @op("Bernoulli", 15)
-def bernoulli(p, *, dtype=None, seed=None):
+def _bernoulli(p, *, dtype=None, seed=None):
     return torch.bernoulli(p).to(p.dtype if dtype is None else TORCH_DTYPES[dtype])
 
 
 @op("Multinomial", 7)
-def multinomial(logits, *, dtype=TensorProto.INT32, sample_size=1, seed=None):
+def _multinomial(logits, *, dtype=TensorProto.INT32, sample_size=1, seed=None):
     probs = torch.softmax(logits.double(), -1)
     return torch.multinomial(probs, sample_size, replacement=True).to(TORCH_DTYPES[dtype])
 
@@ -1357,24 +1470,24 @@ def _dropout(x: torch.Tensor, ratio: float, training: bool, n_outputs: int):
 
 
 @op("Dropout", 1, 6, wants_outputs=True)
-def dropout_is_test(x, *, ratio=0.5, is_test=0, n_outputs=1):
+def _dropout_is_test(x, *, ratio=0.5, is_test=0, n_outputs=1):
     return _dropout(x, ratio, not is_test, n_outputs)
 
 
 @op("Dropout", 7, 11, wants_outputs=True)
-def dropout_inference(x, *, ratio=0.5, seed=None, n_outputs=1):
+def _dropout_inference(x, *, ratio=0.5, seed=None, n_outputs=1):
     return _dropout(x, ratio, False, n_outputs)
 
 
 @op("Dropout", 12, wants_outputs=True)
-def dropout(x, ratio=None, training_mode=None, *, seed=None, n_outputs=1):
+def _dropout_inputs(x, ratio=None, training_mode=None, *, seed=None, n_outputs=1):
     rate = 0.5 if ratio is None else float(scalar(ratio))
     return _dropout(x, rate, bool(training_mode is not None and scalar(training_mode)), n_outputs)
 
 
 # -- gradients --------------------------------------------------------------------------------
 @op("Gradient", domain=TRAINING_DOMAIN)
-def gradient(*xs, forward):
+def _gradient(*xs, forward):
     """d y / d x for each x, with ``forward(*xs) -> y`` recomputing the graph between them."""
     leaves = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in xs]
     with torch.enable_grad():

@@ -43,11 +43,11 @@ def find_reparameterizations(graph: Graph) -> list[tuple[str, str, str, str, str
         if not _is_standard_normal(eps):
             continue
         product = _only_child(graph, eps.id)
-        if product is None or product.op not in PRODUCTS or len(product.parents) != 2:
+        if product is None or product.op.lower() not in PRODUCTS or len(product.parents) != 2:
             continue
         (sigma,) = [p for p in product.parents if p != eps.id]
         total = _only_child(graph, product.id)
-        if total is None or total.op not in SUMS or len(total.parents) != 2:
+        if total is None or total.op.lower() not in SUMS or len(total.parents) != 2:
             continue
         (mu,) = [p for p in total.parents if p != product.id] or [None]
         if mu is None or mu == eps.id:

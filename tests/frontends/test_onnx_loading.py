@@ -191,6 +191,7 @@ def test_external_data_inside_the_folder_is_read(tmp_path):
         nn2pgm.convert(str(path))
     graph = nn2pgm.convert(str(path), structure_only=True)  # weights are not needed to draw
     assert graph.model["structure_only"] and graph["mm"].parents == ("x",)
+    assert graph["mm"].attrs["opaque"] and graph["mm"].evaluate is None
 
 
 @pytest.mark.parametrize("opset", [17, 20])
@@ -241,3 +242,15 @@ def test_dynamic_dimension_needs_an_input_shape(tmp_path):
 def test_weights_option_is_refused_for_onnx(lenet_onnx):
     with pytest.raises(SourceError, match="carries its own weights"):
         nn2pgm.convert(str(lenet_onnx), weights="w.pt")
+
+
+def test_inspect_warns_about_a_frozen_random_mask(tmp_path):
+    mask = (np.random.default_rng(0).random((1, 64)) > 0.5).astype(np.float32) * 2.0
+    nodes = [helper.make_node("Mul", ["x", "mask"], ["y"], name="/drop/Mul")]
+    inputs, outputs = [tensor("x", [1, 64])], [tensor("y", [1, 64])]
+    weights = [numpy_helper.from_array(mask, "mask")]
+    path = save(nodes, inputs, outputs, tmp_path / "frozen.onnx", weights)
+    result = cli("inspect", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "nn2pgm: warning: node 'drop' reads constant 'mask'" in result.stderr
+    assert "do_constant_folding=False" in result.stderr
