@@ -39,6 +39,9 @@ TRACE_BATCHES = (2, 3)
 UNKNOWN = "?"
 
 
+NEUTRAL_ELEMENTS = {"Mul": 1, "Div": 1, "Add": 0, "Sub": 0}
+
+
 class NotBatchable(Exception):
     """A dimension neither stays fixed nor scales with the batch."""
 
@@ -675,6 +678,8 @@ class _Builder:
             if tensor.data_location == TensorProto.EXTERNAL:  # not read: --structure-only
                 self.opaque.add(name)
         self.data: list[_Op] = []
+        self.same_as: dict[str, str] = {}  # output of a neutral op -> the tensor it passes on
+        self.graph_outputs = {o.name for o in model.proto.graph.output}
 
     def _initializer(self, tensor: TensorProto) -> Any:
         if tensor.data_location == TensorProto.EXTERNAL:
@@ -703,6 +708,9 @@ class _Builder:
         """Classify ``nodes`` in order; an If on a constant condition is replaced by the
         branch it takes."""
         for node, scope in zip(nodes, scopes):
+            for k, name in enumerate(node.input):
+                if name in self.same_as:
+                    node.input[k] = self.same_as[name]
             if node.op_type == "If" and self.inline_if(node, scope, unsupported):
                 continue
             domain = "" if node.domain == "ai.onnx" else node.domain
@@ -729,6 +737,8 @@ class _Builder:
                 self._fold_shape(op, inputs[0])
             elif inputs and all(i in self.const or i in self.per_batch for i in inputs):
                 self._fold_per_batch(op)
+            elif (same := self._neutral_operand(op)) is not None:
+                self.same_as[node.output[0]] = same
             else:
                 self._keep(op)
 
@@ -762,6 +772,33 @@ class _Builder:
         scopes = [s if s.calls else scope for s in node_scopes(inner, self.m.initializers)]
         self.classify_nodes(inner, scopes, unsupported)
         return True
+
+    def _neutral_operand(self, op: _Op) -> str | None:
+        """The data input of ``x * 1``, ``x / 1``, ``x + 0`` or ``x - 0`` (an exporter writes
+        ``normal(0, 1)`` as ``0 + 1 * ε``), which the op only passes on; else None."""
+        node = op.node
+        neutral = NEUTRAL_ELEMENTS.get(node.op_type)
+        if neutral is None or len(node.input) != 2 or node.output[0] in self.graph_outputs:
+            return None
+        data = [i for i in node.input if i not in self.const and i not in self.per_batch]
+        if len(data) != 1 or (node.op_type in ("Sub", "Div") and data[0] != node.input[0]):
+            return None
+        (other,) = [i for i in node.input if i != data[0]] or [None]
+        if other is None or other in self.opaque:
+            return None
+        shape = self.m.shapes.get(data[0])
+        if shape is None or UNKNOWN in shape or self.m.shapes.get(node.output[0]) != shape:
+            return None
+        if self.m.dtypes.get(node.output[0]) != self.m.dtypes.get(data[0]):
+            return None
+        if other in self.const:
+            values = [self.const[other].get()]
+        else:
+            values = [self.per_batch[other](n) for n in (1, *TRACE_BATCHES)]
+        for value in values:
+            if not isinstance(value, torch.Tensor) or not bool((value == neutral).all()):
+                return None
+        return data[0]
 
     def _is_random(self, op: _Op) -> bool:
         node = op.node

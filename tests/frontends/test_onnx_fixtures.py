@@ -104,3 +104,30 @@ def test_gpt2_at_opset_20_checks_with_its_module_paths(tmp_path):
         "transformer.h.0.Add",
     ]
     assert "Shape" not in {n.op for n in nn2pgm.convert(str(path))}  # view sizes are folded
+
+
+def latent_structure(graph) -> tuple[list, list]:
+    """The latent view's random variables (kind, observed, family) and edges, by position."""
+    view = graph if graph.model.get("view") == "latent" else None
+    nodes = list(view)
+    position = {n.id: i for i, n in enumerate(nodes)}
+    variables = [(n.kind, n.observed, n.distribution.family) for n in nodes]
+    edges = sorted((position[s], position[t], view.edge_kind(s, t)) for s, t in view.edges())
+    return variables, edges
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("name", SMALL)
+def test_latent_view_matches_the_torch_frontend(tmp_path, name, opset):
+    path = export(build(name), tmp_path / f"{name}.onnx", opset=opset)
+    torch_view = nn2pgm.convert(build(name), view="latent")
+    onnx_view = nn2pgm.convert(str(path), view="latent")
+    assert latent_structure(onnx_view) == latent_structure(torch_view)
+
+
+@pytest.mark.parametrize("name", RANDOM_IN_TRAINING)
+def test_training_latent_view_matches_the_torch_frontend(tmp_path, name):
+    path = export(build(name), tmp_path / f"{name}.onnx", train=True)
+    torch_view = nn2pgm.convert(build(name), train=True, view="latent")
+    onnx_view = nn2pgm.convert(str(path), view="latent")
+    assert latent_structure(onnx_view) == latent_structure(torch_view)
