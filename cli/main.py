@@ -23,6 +23,7 @@ EPILOG = """examples:
   nn2pgm inspect fixtures/lenet.py:LeNet --depth 1
   nn2pgm check fixtures/resnet.py:ResNet50 --samples 8
   nn2pgm convert mypkg.models:Net --input-shape x=1,3,32,32 --weights net.pt -o net.json
+  nn2pgm convert fixtures/vae.py:VAEDecoder --latent z --to pgmpy -o vae_pgmpy
 
 Example inputs come from --input-shape or from the module's own example_inputs() method,
 which returns {forward argument name: example tensor} with the batch as dimension 0.
@@ -106,6 +107,15 @@ def _model_options(parser: argparse.ArgumentParser, views: bool) -> None:
         )
 
 
+def _max_units_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-units",
+        type=int,
+        metavar="N",
+        help="pgmpy: refuse models of more than N unit variables (default 10,000)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="nn2pgm",
@@ -118,15 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert",
-        help="write the graphical model as JSON, DOT, SVG or PNG",
+        help="write the graphical model as JSON, DOT, SVG, PNG or a pgmpy model",
         description="Convert SOURCE into a graphical model; the format comes from OUT's "
-        "suffix (.json, .dot, .svg, .png) or --to.",
+        "suffix (.json, .dot, .svg, .png) or --to. --to pgmpy writes the directory OUT with a "
+        "standalone model.py (build() returns the pgmpy model), model.json and the weights in "
+        "safetensors (BIF and XMLBIF too for finite-domain networks).",
     )
     _source_options(convert)
     _depth_option(convert)
     _model_options(convert, views=True)
     convert.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
-    convert.add_argument("--to", choices=["json", "dot", "svg", "png"], help="output format")
+    convert.add_argument(
+        "--to", choices=["json", "dot", "svg", "png", "pgmpy"], help="output format"
+    )
+    _max_units_option(convert)
 
     inspect = commands.add_parser(
         "inspect",
@@ -157,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="significance level of the distribution test for stochastic graphs (0.01)",
     )
     check.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
+    check.add_argument(
+        "--backend",
+        choices=["torch", "pgmpy"],
+        default="torch",
+        help="sample the graph with nn2pgm's executor (torch) or with pgmpy's simulate on its "
+        "FunctionalBayesianNetwork (pgmpy); default torch",
+    )
+    _max_units_option(check)
     check.add_argument(
         "--rtol",
         type=float,
@@ -191,10 +214,12 @@ def _convert_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     import nn2pgm
 
+    if getattr(args, "max_units", None) is not None and args.max_units <= 0:
+        raise UsageError("--max-units must be positive")
     if args.command == "convert":
         fmt = nn2pgm.output_format(args.output, args.to)
         graph = nn2pgm.convert(args.source, **_convert_options(args))
-        nn2pgm.write(graph, args.output, to=fmt)
+        nn2pgm.write(graph, args.output, to=fmt, max_units=args.max_units)
         print(f"wrote {args.output} ({fmt}, {len(graph)} nodes)")
         return 0
     if args.command == "inspect":
@@ -227,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
         rtol=args.rtol,
         alpha=args.alpha,
         structure_only=args.structure_only,
+        backend=args.backend,
+        max_units=args.max_units,
     )
     print("\n".join(report.lines()))
     return 0 if report.passed else 1

@@ -18,10 +18,20 @@ if TYPE_CHECKING:
     from .ir import Graph
     from .verify import CheckReport
 
-__all__ = ["convert", "load", "write", "to_json", "to_dot", "check", "sample", "load_source"]
+__all__ = [
+    "convert",
+    "load",
+    "write",
+    "to_json",
+    "to_dot",
+    "to_pgmpy",
+    "check",
+    "sample",
+    "load_source",
+]
 __version__ = "0.1.0"
 
-FORMATS = ("json", "dot", "svg", "png")
+FORMATS = ("json", "dot", "svg", "png", "pgmpy")
 
 
 def load_source(
@@ -131,6 +141,23 @@ def to_dot(graph: Graph) -> str:
     return _to_dot(graph)
 
 
+def to_pgmpy(
+    graph: Graph,
+    *,
+    kind: str = "auto",
+    num_samples: int = 1000,
+    max_units: int | None = None,
+) -> Any:
+    """The graph as a pgmpy model, one variable per scalar unit: a DiscreteBayesianNetwork
+    (finite-domain networks), a LinearGaussianBayesianNetwork (linear-Gaussian ones) or a
+    FunctionalBayesianNetwork (any network; ``kind="functional"`` forces it)."""
+    from .backends.pgmpy import DEFAULT_MAX_UNITS
+    from .backends.pgmpy import to_pgmpy as _to_pgmpy
+
+    limit = max_units or DEFAULT_MAX_UNITS
+    return _to_pgmpy(graph, kind=kind, num_samples=num_samples, max_units=limit)
+
+
 def output_format(path: str, to: str | None = None) -> str:
     """The output format named by ``to`` or by the suffix of ``path``."""
     fmt = (to or path.rpartition(".")[2]).lower()
@@ -142,12 +169,18 @@ def output_format(path: str, to: str | None = None) -> str:
     return fmt
 
 
-def write(graph: Graph, path: str, *, to: str | None = None) -> str:
-    """Write ``graph`` to ``path`` (format from the suffix or ``to``); return the format."""
+def write(graph: Graph, path: str, *, to: str | None = None, max_units: int | None = None) -> str:
+    """Write ``graph`` to ``path`` (format from the suffix or ``to``; ``pgmpy`` writes a
+    directory with a standalone ``model.py``); return the format."""
     from .backends import dot, json_format
 
     fmt = output_format(path, to)
-    if fmt == "json":
+    if fmt == "pgmpy":
+        from .backends.pgmpy import DEFAULT_MAX_UNITS
+        from .backends.pgmpy.standalone import write_pgmpy
+
+        write_pgmpy(graph, path, max_units=max_units or DEFAULT_MAX_UNITS)
+    elif fmt == "json":
         json_format.write_json(graph, path)
     elif fmt == "dot":
         dot.write_dot(graph, path)
@@ -179,9 +212,13 @@ def check(
     alpha: float = 0.01,
     graph: Graph | None = None,
     structure_only: bool = False,
+    backend: str = "torch",
+    max_units: int | None = None,
 ) -> CheckReport:
     """Convert ``source`` (or use ``graph``) and compare it with the network on random inputs:
-    exactly under the same noise, and in distribution when both sample freely."""
+    exactly under the same noise, and in distribution when both sample freely. The graph is
+    sampled by the executor (``backend="torch"``) or by the simulate of its pgmpy
+    FunctionalBayesianNetwork (``backend="pgmpy"``)."""
     import copy
 
     from .verify import check_graph
@@ -199,6 +236,11 @@ def check(
         network.train(train)
     except NotImplementedError:  # an exported program keeps the mode it was exported in
         pass
+    pgmpy_model = None
+    if backend == "pgmpy":
+        pgmpy_model = to_pgmpy(graph, kind="functional", num_samples=samples, max_units=max_units)
+    elif backend != "torch":
+        raise ValueError(f"unknown check backend {backend!r}: use torch or pgmpy")
     return check_graph(
         graph,
         network,
@@ -207,4 +249,5 @@ def check(
         seed=seed,
         rtol=rtol,
         alpha=alpha,
+        pgmpy_model=pgmpy_model,
     )

@@ -185,12 +185,19 @@ def check_graph(
     rtol: float = 1e-5,
     alpha: float = 0.01,
     chunk: int = 16,
+    pgmpy_model: Any = None,
 ) -> CheckReport:
-    """Compare ``graph`` with the network ``reference`` on ``samples`` random inputs."""
+    """Compare ``graph`` with the network ``reference`` on ``samples`` random inputs; the graph
+    is sampled by the executor, or by ``pgmpy_model``'s own simulate when one is given."""
     batch = graph.model.get("batch")
     if isinstance(batch, int):
         chunk = batch
-    executor = Executor(graph)
+    executor: Any = Executor(graph)
+    if pgmpy_model is not None:
+        from .backends.pgmpy import Simulator
+
+        # one simulate per test: pgmpy's cost is per variable, hardly per sample
+        executor, chunk = Simulator(graph, pgmpy_model), samples
     generator = torch.Generator().manual_seed(seed)
     latents = [
         n for n in graph if n.kind == STOCHASTIC and not n.observed and n.id not in graph.inputs
@@ -221,7 +228,10 @@ def check_graph(
             with torch.no_grad():
                 free_reference = flatten_outputs(reference(**inputs))
             torch.manual_seed(seed + 104729 + step)
-            free_graph = executor.sample(inputs)
+            free_inputs = inputs
+            if pgmpy_model is not None:  # pgmpy's root CPDs draw the latent inputs themselves
+                free_inputs = {k: v for k, v in inputs.items() if graph[k].observed}
+            free_graph = executor.sample(free_inputs, num_samples=n)
             for name, want in zip(graph.outputs, free_reference):
                 have = free_graph[name]
                 if name not in columns:

@@ -96,7 +96,9 @@ MASKED_DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d"}
 MASKED_DROPOUTS |= {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d"}
 DROPOUT_MODULES |= {"FeatureAlphaDropout", "RReLU"}
 # Reading these from a tensor that depends on the inputs is data-dependent control flow.
-VALUE_READS = {"bool", "item", "tolist", "int", "float", "index", "numpy", "complex", "array"}
+# (By method name: ``x.float()`` casts, ``float(x)`` reads the value.)
+VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy"}
+VALUE_READS |= {"__complex__", "__array__"}
 # Layers that treat every sample on its own (dimension 0 is the batch): their output for a
 # batch of repeated rows is the output for one row, repeated.
 PER_SAMPLE_LAYERS = {
@@ -297,9 +299,9 @@ class Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.leaf_depth:
             return func(*args, **kwargs)
-        name, _ = op_name(func)
+        name, target = op_name(func)
         reads = self.reads_data((args, kwargs))
-        if name in VALUE_READS and reads:
+        if target.rpartition(".")[2] in VALUE_READS and reads:
             raise DataDependentError(
                 f"data-dependent control flow at {user_location()}: Python reads the value of "
                 "a tensor computed from the inputs; rewrite it with torch.where or torch.cond"

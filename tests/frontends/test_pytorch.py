@@ -192,3 +192,14 @@ def test_user_layers_are_traced_through():
     graph = trace_module(Encoder(), {"x": torch.randn(1, 8)})
     random = [n for n in graph if n.kind == "stochastic" and not n.observed]
     assert [n.module for n in random] == ["sample"]
+
+
+class Casts(nn.Module):
+    def forward(self, x):
+        return x.float() * 2 + x.int().float()
+
+
+def test_casting_methods_are_ops_not_value_reads():
+    graph = trace_module(Casts(), {"x": torch.randn(1, 3)})
+    # x.float() of a float tensor is x itself: no node; x.int().float() are two casts
+    assert [n.op for n in graph] == ["input", "mul", "int", "float", "add"]

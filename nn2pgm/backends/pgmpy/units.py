@@ -1,0 +1,376 @@
+"""From tensor-valued nodes to scalar units: which layers become pgmpy variables, and which
+unit reads which.
+
+A *layer* is one node of the graph together with the deterministic nodes folded into it; each
+of its scalar units becomes one pgmpy variable, named ``<layer>_<k>`` with ``k`` the row-major
+index into the layer's shape. A deterministic node is folded into the layer that reads it when
+that loses nothing: into its only reader when each of its units feeds exactly one unit there
+(a linear map into its activation, scores into their argmax), or into all its readers when each
+of its units reads exactly one unit of its only parent (a cast, a reshape) and that parent is
+not itself folded into it. Inputs, random variables and outputs always stay layers. The
+``stochastic`` mode folds every deterministic node but the inputs, which leaves the random
+variables only (the latent-variable view).
+
+Which units depend on which is the structural sparsity of each node's Jacobian, measured on the
+node's own CPD: unit ``k`` of a parent is set to +inf, -inf and NaN (to both truth values, for
+booleans) at a random point, and every unit whose value (or, for a random node, a distribution
+parameter) changes beyond rounding depends on it. Unlike a Jacobian at a random point, this
+sees through ReLU's flat half and through sign and step functions; a dense layer gives a
+complete bipartite graph even where a weight happens to be zero. Dependencies of a folded chain
+are the boolean product of its nodes' dependencies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...ir import DETERMINISTIC, Graph, Node
+from .runtime import FAMILIES, UnitParams, broadcast_params
+
+DEFAULT_MAX_UNITS = 10_000
+EDGES_PER_UNIT = 1_000  # edge budget: this many times the unit limit
+RAW_FACTOR = 10  # units over all nodes, before folding, measured at most: this many times
+_CHUNK = 1 << 22  # elements of one perturbation batch
+
+
+class PgmpyError(ValueError):
+    """The graph cannot become a pgmpy model (unsupported node, too large, ...)."""
+
+
+@dataclass
+class Layer:
+    """One layer of units: the head node, the deterministic nodes folded into it, and for
+    each parent layer a boolean matrix ``units x parent units`` of which unit reads which."""
+
+    name: str
+    family: str
+    shape: tuple[int, ...]
+    dtype: str
+    members: list[str]
+    parents: list[str] = field(default_factory=list)
+    structure: list[torch.Tensor] = field(default_factory=list)
+    latent: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """Number of units."""
+        return math.prod(self.shape)
+
+    @property
+    def stochastic(self) -> bool:
+        """True when the units are random variables with a real family."""
+        return self.family != "Delta"
+
+    def unit_names(self) -> list[str]:
+        """The pgmpy variable names of the units, in row-major order."""
+        return [f"{self.name}_{k}" for k in range(self.size)]
+
+    def edges(self) -> int:
+        """Number of unit-to-unit edges into this layer."""
+        return sum(int(s.sum()) for s in self.structure)
+
+
+@dataclass
+class Plan:
+    """The layers of a graph in topological order."""
+
+    graph: Graph
+    layers: list[Layer]
+
+    def __getitem__(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def units(self) -> int:
+        """Number of unit variables."""
+        return sum(layer.size for layer in self.layers)
+
+    @property
+    def edges(self) -> int:
+        """Number of unit-to-unit edges."""
+        return sum(layer.edges() for layer in self.layers)
+
+
+# -- shapes and families ----------------------------------------------------------------------
+def event_shape(node: Node) -> tuple[int, ...]:
+    """The shape of one sample of ``node``; refuse shapes that pgmpy units cannot carry."""
+    shape = node.shape
+    if not shape or shape[0] != "N" or not all(isinstance(d, int) for d in shape[1:]):
+        raise PgmpyError(
+            f"node {node.id!r} has shape {list(shape)}: pgmpy export needs every node shaped "
+            "[N, ...] (samples first, fixed event dimensions)"
+        )
+    return tuple(shape[1:])
+
+
+def family_of(node: Node) -> str:
+    """The family of the node's units: Delta, a random node's own, or an observed input's
+    placeholder prior (standard normal, or Bernoulli(0.5) for booleans)."""
+    if node.kind == DETERMINISTIC:
+        return "Delta"
+    family = node.distribution.family
+    if family == "Data":
+        if node.dtype == "bool":
+            return "Bernoulli"
+        if node.dtype.startswith("float"):
+            return "Normal"
+        raise PgmpyError(
+            f"input {node.id!r} holds {node.dtype} values of unknown range: pgmpy export "
+            "supports float and bool inputs"
+        )
+    if family not in FAMILIES:
+        raise PgmpyError(
+            f"node {node.id!r} has a {family} distribution: pgmpy export supports "
+            f"{', '.join(f for f in FAMILIES if f != 'Delta')}"
+        )
+    return family
+
+
+def distribution_params(node: Node) -> dict[str, Any]:
+    """Each parameter of the node's family: a parent id or a number."""
+    family = family_of(node)
+    if node.distribution.family == "Data":
+        return {"loc": 0.0, "scale": 1.0} if family == "Normal" else {"probs": 0.5}
+    if family == "Delta":
+        return {}
+    params = {k: v for k, v in node.distribution.params.items() if k in FAMILIES[family]}
+    if family in ("Bernoulli", "Categorical") and len(params) != 1:
+        raise PgmpyError(f"node {node.id!r}: {family} needs exactly one of probs and logits")
+    if family not in ("Bernoulli", "Categorical") and set(params) != set(FAMILIES[family]):
+        raise PgmpyError(f"node {node.id!r}: {family} parameters {sorted(params)} are incomplete")
+    return params
+
+
+def unit_params(node: Node, values: list[Any], n: int) -> dict[str, torch.Tensor]:
+    """The parameters of every unit of ``node`` given its parents' values (in ``parents``
+    order): ``{name: (n, units)}``, or ``(n, units, K)`` for a categorical's probabilities."""
+    shape = event_shape(node)
+    if node.kind == DETERMINISTIC:
+        return {"value": node.evaluate(values, n).reshape(n, math.prod(shape))}
+    sources = {
+        name: values[node.parents.index(source)] if isinstance(source, str) else source
+        for name, source in distribution_params(node).items()
+    }
+    return broadcast_params(family_of(node), sources, shape, n)
+
+
+# -- dependence of units ----------------------------------------------------------------------
+def base_values(graph: Graph, seed: int = 0) -> dict[str, torch.Tensor]:
+    """One joint sample of every node (observed inputs drawn at random by dtype)."""
+    values: dict[str, torch.Tensor] = {}
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        for node in graph:
+            shape = (1, *event_shape(node))
+            if node.evaluate is None:
+                if node.id not in graph.inputs:
+                    raise PgmpyError(
+                        f"node {node.id!r} ({node.op}) has no CPD function nn2pgm can run"
+                    )
+                if node.dtype == "bool":
+                    values[node.id] = torch.randint(0, 2, shape).bool()
+                elif node.dtype.startswith("float"):
+                    values[node.id] = torch.randn(shape)
+                else:
+                    values[node.id] = torch.zeros(shape, dtype=getattr(torch, node.dtype))
+            else:
+                args = [values[p].clone() for p in node.parents]
+                values[node.id] = node.evaluate(args, 1)
+    return values
+
+
+def _trials(dtype: torch.dtype) -> list[Any]:
+    if dtype == torch.bool:
+        return [False, True]
+    if dtype.is_floating_point:
+        return [math.inf, -math.inf, math.nan]
+    return [0, 1]
+
+
+def _flat(params: dict[str, torch.Tensor], rows: int, units: int) -> torch.Tensor:
+    return torch.cat([p.reshape(rows, units, -1).double() for p in params.values()], dim=2)
+
+
+def _changed(got: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Which ``(row, unit)`` moved: became or stopped being NaN, or moved by more than the
+    rounding noise of a batch (torch's kernels give batches of different sizes values that
+    differ in the last bits)."""
+    moved = (got - reference).abs() > 1e-4 * (1 + reference.abs())
+    return (moved | (got.isnan() != reference.isnan())).any(dim=2)
+
+
+def dependence(
+    node: Node, parent: str, base: dict[str, torch.Tensor], params: UnitParams | None = None
+) -> torch.Tensor:
+    """Boolean ``(units of node, units of parent)``: which unit of ``node`` reads which unit of
+    ``parent`` (see the module docstring)."""
+    params = params or (lambda values, n: unit_params(node, values, n))
+    units = math.prod(event_shape(node))
+    point = base[parent].reshape(1, -1)
+    k_units = point.shape[1]
+    trials = _trials(point.dtype)
+    others = [base[p] for p in node.parents]
+    at = node.parents.index(parent)
+    with torch.no_grad():
+        reference = _flat(params([v.clone() for v in others], 1), 1, units)
+        width = reference.shape[2]
+        per_unit = len(trials) * max(units * width, k_units)
+        step = max(1, _CHUNK // per_unit)
+        out = torch.zeros(units, k_units, dtype=torch.bool)
+        for start in range(0, k_units, step):
+            ks = torch.arange(start, min(k_units, start + step))
+            rows = len(ks) * len(trials)
+            xs = point.repeat(rows, 1)
+            fill = torch.tensor(trials, dtype=point.dtype).repeat(len(ks))
+            xs[torch.arange(rows), ks.repeat_interleave(len(trials))] = fill
+            values = [v.repeat(rows, *([1] * (v.dim() - 1))) for v in others]
+            values[at] = xs.reshape(rows, *base[parent].shape[1:])
+            got = _flat(params(values, rows), rows, units)
+            changed = _changed(got, reference).reshape(len(ks), len(trials), units).any(dim=1)
+            out[:, start : start + len(ks)] = changed.T
+    return out
+
+
+# -- layers -----------------------------------------------------------------------------------
+def _one_per_column(matrix: torch.Tensor) -> bool:
+    return bool((matrix.sum(dim=0) == 1).all())
+
+
+def _one_per_row(matrix: torch.Tensor) -> bool:
+    return bool((matrix.sum(dim=1) == 1).all())
+
+
+def count_units(graph: Graph) -> int:
+    """Scalar units over all nodes of the graph, before folding."""
+    return sum(math.prod(event_shape(node)) for node in graph)
+
+
+def folded(graph: Graph, deps: dict[tuple[str, str], torch.Tensor], mode: str) -> set[str]:
+    """The deterministic nodes folded into the layers that read them."""
+    if mode == "stochastic":
+        return {n.id for n in graph if n.kind == DETERMINISTIC and n.id not in graph.inputs}
+    keep = {*graph.inputs, *graph.outputs}
+    candidates = [n for n in graph if n.kind == DETERMINISTIC and n.id not in keep]
+    into_reader = {
+        n.id
+        for n in candidates
+        if len(graph.children(n.id)) == 1 and _one_per_column(deps[graph.children(n.id)[0], n.id])
+    }
+    relabel = {
+        n.id
+        for n in candidates
+        if n.id not in into_reader
+        and len(n.parents) == 1
+        and n.parents[0] not in into_reader
+        and _one_per_row(deps[n.id, n.parents[0]])
+    }
+    return into_reader | relabel
+
+
+def plan(graph: Graph, *, mode: str = "layers", max_units: int = DEFAULT_MAX_UNITS) -> Plan:
+    """Split ``graph`` into layers of scalar units (``mode``: ``layers`` or ``stochastic``);
+    refuse more than ``max_units`` units."""
+    always = {*graph.inputs, *(graph.outputs if mode == "layers" else ())}
+    kept = sum(
+        math.prod(event_shape(n)) for n in graph if n.kind != DETERMINISTIC or n.id in always
+    )
+    if kept > max_units:
+        raise PgmpyError(_too_large(f"at least {kept:,} unit variables", max_units))
+    raw = count_units(graph)
+    if raw > RAW_FACTOR * max_units:
+        raise PgmpyError(
+            _too_large(f"up to {raw:,} unit variables (before folding activations)", max_units)
+        )
+    base = base_values(graph)
+    deps = {
+        (node.id, parent): dependence(node, parent, base)
+        for node in graph
+        for parent in node.parents
+    }
+    absorbed = folded(graph, deps, mode)
+    reach: dict[str, dict[str, torch.Tensor]] = {}
+
+    def heads(node_id: str) -> dict[str, torch.Tensor]:
+        """Dependence of ``node_id``'s units on the units of the layers it reads."""
+        if node_id in reach:
+            return reach[node_id]
+        node = graph[node_id]
+        out: dict[str, torch.Tensor] = {}
+        for parent in node.parents:
+            direct = deps[node_id, parent]
+            if parent in absorbed:
+                for head, inner in heads(parent).items():
+                    through = (direct.float() @ inner.float()) > 0
+                    out[head] = out[head] | through if head in out else through
+            else:
+                out[parent] = out[parent] | direct if parent in out else direct
+        reach[node_id] = out
+        return out
+
+    def members(node_id: str) -> list[str]:
+        found: set[str] = set()
+        stack = [node_id]
+        while stack:
+            for parent in graph[stack.pop()].parents:
+                if parent in absorbed and parent not in found:
+                    found.add(parent)
+                    stack.append(parent)
+        return [n.id for n in graph if n.id in found] + [node_id]
+
+    layers = []
+    for node in graph:
+        if node.id in absorbed:
+            continue
+        parents = heads(node.id)
+        layers.append(
+            Layer(
+                name=node.id,
+                family=family_of(node),
+                shape=event_shape(node),
+                dtype=node.dtype,
+                members=members(node.id),
+                parents=list(parents),
+                structure=list(parents.values()),
+                latent=node.kind != DETERMINISTIC and not node.observed,
+                params=distribution_params(node),
+            )
+        )
+    result = Plan(graph, layers)
+    if result.units > max_units:
+        raise PgmpyError(_too_large(f"{result.units:,} unit variables", max_units))
+    if result.edges > EDGES_PER_UNIT * max_units:
+        raise PgmpyError(
+            _too_large(f"{result.edges:,} unit-to-unit edges", max_units, EDGES_PER_UNIT)
+        )
+    return result
+
+
+def _too_large(what: str, max_units: int, per_unit: int = 1) -> str:
+    limit = f"{per_unit:,} x {max_units:,}" if per_unit > 1 else f"{max_units:,}"
+    return (
+        f"the pgmpy model would have {what}, over the limit of {limit} (pgmpy holds one "
+        "variable per scalar unit): raise --max-units, or convert a smaller part of the network"
+    )
+
+
+def layer_function(graph: Graph, layer: Layer) -> UnitParams:
+    """The layer's CPD as a function: parent layers' values ``(n, *shape)`` -> the parameters
+    of every unit, evaluating the folded nodes with their own CPD functions."""
+    nodes = [graph[m] for m in layer.members]
+    head = nodes[-1]
+
+    def params(values: list[torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+        env = dict(zip(layer.parents, values))
+        for node in nodes[:-1]:
+            env[node.id] = node.evaluate([env[p].clone() for p in node.parents], n)
+        return unit_params(head, [env.get(p) for p in head.parents], n)
+
+    return params
