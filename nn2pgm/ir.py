@@ -31,6 +31,19 @@ Shape = tuple  # tuple of Dim, or (for a node whose value is a tuple) a tuple of
 Evaluate = Callable[[list, int], Any]
 
 
+def batch_multiple(a: int, b: int, b1: int, b2: int) -> int | None:
+    """``k`` when ``a`` and ``b`` are ``k`` times the batch sizes ``b1`` and ``b2`` of two
+    records of the same computation (the number scales with the samples); else None."""
+    if a != b and a * b2 == b * b1 and a % b1 == 0:
+        return a // b1
+    return None
+
+
+def symbolic_dim(k: int) -> str:
+    """The symbolic dimension ``k`` times the number of samples: ``"N"``, ``"16N"``."""
+    return "N" if k == 1 else f"{k}N"
+
+
 class GraphError(ValueError):
     """The graph breaks one of the IR's invariants."""
 

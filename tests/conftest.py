@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,3 +62,16 @@ def models():
 @pytest.fixture(autouse=True)
 def _in_root(monkeypatch):
     monkeypatch.chdir(ROOT)
+
+
+def nn2pgm_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the command in a fresh process, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )

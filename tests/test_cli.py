@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 import nn2pgm
 from cli.main import main
 
-from .conftest import ROOT
-
-
-def nn2pgm_cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    """Run the command in a fresh process, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+from .conftest import nn2pgm_cli
 
 
 def assert_bad_input(result: subprocess.CompletedProcess, *words: str) -> None:

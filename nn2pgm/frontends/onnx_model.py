@@ -28,7 +28,15 @@ import torch
 from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
-from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node
+from ..ir import (
+    DETERMINISTIC,
+    STOCHASTIC,
+    Distribution,
+    Graph,
+    Node,
+    batch_multiple,
+    symbolic_dim,
+)
 from . import onnx_ops
 from .sources import MAX_EXAMPLE_ELEMENTS, Source, SourceError
 
@@ -352,10 +360,10 @@ def _merge(a: int | None, b: int | None) -> int | str:
         return UNKNOWN
     if a == b:
         return a
-    if a * b2 == b * b1 and a % b1 == 0:
-        k = a // b1
-        return "N" if k == 1 else f"{k}N"
-    raise NotBatchable(f"{a} vs {b}")
+    k = batch_multiple(a, b, b1, b2)
+    if k is None:
+        raise NotBatchable(f"{a} vs {b}")
+    return symbolic_dim(k)
 
 
 DTYPE_NAMES = {k: str(v).removeprefix("torch.") for k, v in onnx_ops.TORCH_DTYPES.items()}

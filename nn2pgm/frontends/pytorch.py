@@ -16,7 +16,15 @@ from typing import Any
 
 import torch
 
-from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node
+from ..ir import (
+    DETERMINISTIC,
+    STOCHASTIC,
+    Distribution,
+    Graph,
+    Node,
+    batch_multiple,
+    symbolic_dim,
+)
 from .random_ops import random_distribution
 from .tracing import (
     Call,
@@ -28,6 +36,7 @@ from .tracing import (
     Sym,
     Trace,
     TraceError,
+    op_name,
 )
 
 # Batch sizes of the two records: 1 and 2 cost least; 2 and 3 when a batch of 1 changes the
@@ -59,9 +68,10 @@ def _merge(a: Any, b: Any, b1: int, b2: int) -> Any:
             raise NotBatchable(f"{a!r} != {b!r}")
         if a == b:
             return a
-        if a * b2 == b * b1 and a % b1 == 0:
-            return Sym(a // b1)
-        raise NotBatchable(f"{a} and {b} do not scale with the batch")
+        k = batch_multiple(a, b, b1, b2)
+        if k is None:
+            raise NotBatchable(f"{a} and {b} do not scale with the batch")
+        return Sym(k)
     if isinstance(a, (Ref, Sym)):
         if a != b:
             raise NotBatchable(f"{a} != {b}")
@@ -96,10 +106,10 @@ def _same_constant(a: Any, b: Any) -> bool:
 def _dim(a: int, b: int, b1: int, b2: int) -> int | str:
     if a == b:
         return a
-    if a * b2 == b * b1 and a % b1 == 0:
-        k = a // b1
-        return "N" if k == 1 else f"{k}N"
-    raise NotBatchable(f"dimension {a} vs {b}")
+    k = batch_multiple(a, b, b1, b2)
+    if k is None:
+        raise NotBatchable(f"dimension {a} vs {b}")
+    return symbolic_dim(k)
 
 
 def _shape(a: Any, b: Any, b1: int, b2: int) -> tuple:
@@ -520,8 +530,6 @@ def _rebind(call: Call, fn: Callable[[Any], Any]) -> Call:
 
 
 def _target_name(func: Any) -> str:
-    from .tracing import op_name
-
     return op_name(func)[1]
 
 

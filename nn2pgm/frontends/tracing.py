@@ -309,7 +309,7 @@ class Recorder(TorchFunctionMode):
         if name == "iter" and reads is not None:
             return iter(self._record(torch.Tensor.unbind, "unbind", args, kwargs, reads))
         value = func(*args, **kwargs)
-        if not _has_tensor(value) and name != "setitem":
+        if not _has_tensor(value) and (name != "setitem" or reads is None):
             return value
         family = RANDOM_FUNCTIONS.get(name)
         if name in DROPOUT_FUNCTIONS and _dropout_training(func, args, kwargs):
@@ -318,8 +318,9 @@ class Recorder(TorchFunctionMode):
                 p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
                 return self._record_dropout(x, value, float(p), name, "function", name)
             family = "Bernoulli"
-        if reads is None and family is None and not _is_factory(value, args, kwargs):
-            return value
+        # Every other call that makes a tensor is recorded, even from constants only (zeros,
+        # arange, a weight's transpose), so that sizes scaling with the batch are seen; constant
+        # ones are folded afterwards.
         return self._record(
             func, name, args, kwargs, bool(reads) or family is not None, family, value
         )
@@ -596,13 +597,6 @@ def _leaves(obj: Any):
 
 def _has_tensor(value: Any) -> bool:
     return any(isinstance(leaf, torch.Tensor) for leaf in _leaves(value))
-
-
-def _is_factory(value: Any, args: tuple, kwargs: dict) -> bool:
-    """A call that makes a new tensor from shapes/numbers (zeros, arange, ...) or from a
-    pre-existing tensor (a weight's transpose): recorded so that its shape arguments can be
-    seen to scale with the batch; constant ones are folded afterwards."""
-    return isinstance(value, torch.Tensor) or _has_tensor(value)
 
 
 def _dropout_training(func: Callable, args: tuple, kwargs: dict) -> bool:

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import nn2pgm
 from fixtures.export_onnx import build, export
 from nn2pgm.frontends.sources import SourceError
 
-from ..conftest import ROOT
+from ..conftest import nn2pgm_cli as cli
 
 
 def save(nodes, inputs, outputs, path, initializers=(), opsets=(("", 17),)) -> Path:
@@ -46,18 +44,6 @@ def external(name: str, location: str) -> TensorProto:
 def matmul_model(path: Path, weight: TensorProto) -> Path:
     node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
     return save([node], [tensor("x", ["N", 4])], [tensor("y", ["N", 4])], path, [weight])
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
