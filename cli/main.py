@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from nn2pgm.errors import Nn2pgmError, UsageError
+
 SOURCE_HELP = (
     "model.onnx, model.pt2 (a saved torch.export program), path/file.py:Name or "
     "package.module:Name (an nn.Module class built with no arguments, or a function returning "
@@ -28,10 +30,6 @@ EPILOG = """examples:
 Example inputs come from --input-shape or from the module's own example_inputs() method,
 which returns {forward argument name: example tensor} with the batch as dimension 0.
 exit codes: 0 ok / check passed, 1 check failed, 2 bad usage or bad input"""
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line, exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -259,16 +257,6 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input, reported as one line with exit code 2."""
-    from nn2pgm.backends.dot import RenderError
-    from nn2pgm.frontends.sources import SourceError
-    from nn2pgm.frontends.tracing import TraceError
-    from nn2pgm.ir import GraphError
-
-    return (UsageError, SourceError, TraceError, GraphError, RenderError, OSError, ValueError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -282,21 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         return run(args)
-    except UsageError as error:
-        print(f"nn2pgm: error: {error}", file=sys.stderr)
+    except Nn2pgmError as error:
+        print(f"nn2pgm: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("nn2pgm: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:
-        if isinstance(error, user_errors()):
-            print(f"nn2pgm: error: {_one_line(error)}", file=sys.stderr)
-            return 2
-        raise
 
 
 def _one_line(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.filename:
-        return f"cannot access {error.filename}: {error.strerror}"
     text = " ".join(str(error).split())
     return text or type(error).__name__
 

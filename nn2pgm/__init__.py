@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .errors import Nn2pgmError, UsageError
+
 if TYPE_CHECKING:
     from .frontends.sources import Source
     from .ir import Graph
     from .verify import CheckReport
 
 __all__ = [
+    "Nn2pgmError",
     "convert",
     "load",
     "write",
@@ -68,7 +71,7 @@ def _as_source(
     if example_inputs is None and callable(getattr(source, "example_inputs", None)):
         example_inputs = dict(source.example_inputs())
     if example_inputs is None:
-        raise ValueError("a module needs example_inputs={forward argument: tensor}")
+        raise UsageError("a module needs example_inputs={forward argument: tensor}")
     return _Source(source, dict(example_inputs), type(source).__qualname__, type(source).__name__)
 
 
@@ -162,7 +165,7 @@ def output_format(path: str, to: str | None = None) -> str:
     """The output format named by ``to`` or by the suffix of ``path``."""
     fmt = (to or path.rpartition(".")[2]).lower()
     if fmt not in FORMATS:
-        raise ValueError(
+        raise UsageError(
             f"cannot tell the output format of {path!r}: use a .json, .dot, .svg or .png "
             "suffix or --to"
         )
@@ -240,7 +243,7 @@ def check(
     if backend == "pgmpy":
         pgmpy_model = to_pgmpy(graph, kind="functional", num_samples=samples, max_units=max_units)
     elif backend != "torch":
-        raise ValueError(f"unknown check backend {backend!r}: use torch or pgmpy")
+        raise UsageError(f"unknown check backend {backend!r}: use torch or pgmpy")
     return check_graph(
         graph,
         network,

@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 
+from .errors import Nn2pgmError
 from .ir import Graph
 
 
-class ExecutionError(RuntimeError):
+class ExecutionError(Nn2pgmError, RuntimeError):
     """The graph cannot be run as asked (missing input, node without a CPD function)."""
 
 

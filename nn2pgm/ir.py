@@ -6,7 +6,7 @@ CPD), a random op (stochastic, with a real family) or a graph input (observed da
 :class:`Graph` holds the nodes over a ``networkx.DiGraph`` whose edges are exactly the CPD
 arguments ("parents"). Invariants are checked in one place, :meth:`Graph.validate`.
 
-This module imports nothing else of nn2pgm.
+This module imports nothing else of nn2pgm but its error class (`nn2pgm.errors`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+
+from .errors import Nn2pgmError
 
 DETERMINISTIC = "deterministic"
 STOCHASTIC = "stochastic"
@@ -44,7 +46,7 @@ def symbolic_dim(k: int) -> str:
     return "N" if k == 1 else f"{k}N"
 
 
-class GraphError(ValueError):
+class GraphError(Nn2pgmError, ValueError):
     """The graph breaks one of the IR's invariants."""
 
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 
+from ..errors import Nn2pgmError
+
+
+class OutputError(Nn2pgmError, OSError):
+    """An output file cannot be written where the user asked."""
+
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
     """Write ``data`` (``str`` as UTF-8) to ``path`` all at once, or leave ``path`` untouched.
@@ -21,6 +27,10 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
+        except OSError as error:
+            raise OutputError(
+                f"cannot write {os.fspath(path)}: {error.strerror or error}"
+            ) from None
         break
     try:
         with os.fdopen(fd, "wb") as file:
@@ -28,9 +38,13 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(temp)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError) and not isinstance(error, Nn2pgmError):
+            raise OutputError(
+                f"cannot write {os.fspath(path)}: {error.strerror or error}"
+            ) from None
         raise

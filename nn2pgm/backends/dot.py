@@ -24,6 +24,7 @@ import subprocess
 from collections.abc import Iterator
 from itertools import pairwise
 
+from ..errors import Nn2pgmError
 from ..ir import DETERMINISTIC, Graph, Node, event_shape, is_tuple_shape
 from ._files import atomic_write
 
@@ -60,7 +61,7 @@ EDGE_LEGEND = {
 }
 
 
-class RenderError(RuntimeError):
+class RenderError(Nn2pgmError, RuntimeError):
     """Graphviz could not turn DOT text into a picture."""
 
 
@@ -250,7 +251,7 @@ def render(dot_text: str, path: str | os.PathLike[str]) -> None:
     suffix of ``path``) atomically."""
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix not in RENDER_FORMATS:
-        raise ValueError(f"cannot render {os.fspath(path)!r}: use a .svg or .png suffix")
+        raise RenderError(f"cannot render {os.fspath(path)!r}: use a .svg or .png suffix")
     program = shutil.which("dot")
     if program is None:
         raise RenderError(

@@ -24,6 +24,7 @@ import os
 from importlib import resources
 from typing import Any
 
+from ..errors import Nn2pgmError
 from ..ir import Distribution, Graph, GraphError, Node, shape_from_json
 from ._files import atomic_write
 
@@ -44,7 +45,7 @@ NODE_FIELDS = (
 _MAX_MESSAGE = 200
 
 
-class DocumentError(ValueError):
+class DocumentError(Nn2pgmError, ValueError):
     """A document is not a valid nn2pgm graph, or a graph holds a value JSON cannot carry."""
 
 

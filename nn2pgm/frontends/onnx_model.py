@@ -28,6 +28,7 @@ import torch
 from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
+from ..errors import Nn2pgmError
 from ..ir import (
     DETERMINISTIC,
     STOCHASTIC,
@@ -639,7 +640,7 @@ class _PerBatch:
         return self.cache[n]
 
 
-class OpaqueError(RuntimeError):
+class OpaqueError(Nn2pgmError, RuntimeError):
     """A value needed an op that has no torch implementation (converted with
     ``--structure-only``)."""
 

@@ -19,10 +19,12 @@ from typing import Any
 
 import torch
 
+from ..errors import Nn2pgmError
+
 MAX_EXAMPLE_ELEMENTS = 2**28
 
 
-class SourceError(ValueError):
+class SourceError(Nn2pgmError, ValueError):
     """The user's source, input shapes or weights are not usable; the message says the fix."""
 
 

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
 
+from ..errors import Nn2pgmError
 
-class TraceError(Exception):
+
+class TraceError(Nn2pgmError):
     """The network cannot be traced; the message says why and what to do."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ..errors import UsageError
 from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node
 from .roles import latent_nodes
 
@@ -134,7 +135,7 @@ def augmented_view(graph: Graph, discriminator: Graph | None = None) -> Graph:
     if discriminator is not None:
         generated = [o for o in view.outputs if view[o].attrs["role"] == "generated"]
         if len(generated) != 1:
-            raise ValueError("--discriminator needs a generator with one generated output")
+            raise UsageError("--discriminator needs a generator with one generated output")
         (x,) = generated
         real = view.add(
             Node(
@@ -175,9 +176,9 @@ def graph_output_shape(graph: Graph) -> tuple:
 def apply_view(graph: Graph, view: str, discriminator: Graph | None = None) -> Graph:
     """The graph seen in ``view`` (one of :data:`VIEWS`)."""
     if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}: use one of {', '.join(VIEWS)}")
+        raise UsageError(f"unknown view {view!r}: use one of {', '.join(VIEWS)}")
     if discriminator is not None and view != "augmented":
-        raise ValueError("--discriminator draws the augmented view: add --view augmented")
+        raise UsageError("--discriminator draws the augmented view: add --view augmented")
     if view == "latent":
         return latent_view(graph)
     if view == "augmented":

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ...errors import Nn2pgmError
 from ...ir import DETERMINISTIC, Graph, Node
 from .runtime import FAMILIES, UnitParams, broadcast_params
 
@@ -37,7 +38,7 @@ RAW_FACTOR = 10  # units over all nodes, before folding, measured at most: this 
 _CHUNK = 1 << 22  # elements of one perturbation batch
 
 
-class PgmpyError(ValueError):
+class PgmpyError(Nn2pgmError, ValueError):
     """The graph cannot become a pgmpy model (unsupported node, too large, ...)."""
 
 
