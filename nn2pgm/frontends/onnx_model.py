@@ -488,7 +488,8 @@ def load_onnx_source(
             inputs[name] = torch.zeros(dims, dtype=dtype)
             if inputs[name].numel() and name in tables:
                 inputs[name].view(-1)[0] = tables[name] - 1
-    return Source(None, inputs, spec, Path(spec).stem, onnx=model)  # type: ignore[arg-type]
+    files = (str(Path(spec).resolve()),)  # external data files are added where they are read
+    return Source(None, inputs, spec, Path(spec).stem, onnx=model, files=files)  # type: ignore[arg-type]
 
 
 def _elem_type(proto: onnx.ModelProto, name: str) -> int:

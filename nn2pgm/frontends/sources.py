@@ -38,6 +38,9 @@ class Source:
     name: str
     input_ranges: dict[str, int] = field(default_factory=dict)
     onnx: Any = None  # an ONNX file's loaded model (then ``module`` is None)
+    # Every file the source was read from (model file, weights, external data), resolved:
+    # outputs may never be written over them.
+    files: tuple[str, ...] = ()
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -326,9 +329,16 @@ def load_source(
         module = build_module(spec)
         inputs = example_inputs(module, spec, input_shapes)
         name = spec.rpartition(":")[2]
+    files = [spec if spec.endswith(".pt2") else spec.rpartition(":")[0]]
     if weights:
         load_weights(module, weights)
-    return Source(module, inputs, spec, name)
+        files.append(weights)
+    return Source(module, inputs, spec, name, files=_resolved(files))
+
+
+def _resolved(paths: list[str]) -> tuple[str, ...]:
+    """The paths that name existing files, resolved (links followed)."""
+    return tuple(str(Path(p).resolve()) for p in paths if p and Path(p).is_file())
 
 
 def _one_line(error: BaseException) -> str:
