@@ -61,6 +61,13 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         help="ONNX: load without external data and convert ops nn2pgm cannot run (their CPDs "
         "are opaque; check refuses such a graph as unverifiable)",
     )
+    parser.add_argument(
+        "--max-elements",
+        type=int,
+        metavar="N",
+        help="refuse any tensor of more than N elements, checked before it is made "
+        "(default 2**28 = 268435456)",
+    )
 
 
 def _depth_option(parser: argparse.ArgumentParser) -> None:
@@ -209,15 +216,36 @@ def _convert_options(args: argparse.Namespace) -> dict:
     }
 
 
+def _named_files(args: argparse.Namespace) -> list[str]:
+    """The files SOURCE, --weights and --discriminator name (those that exist)."""
+    named = [args.weights]
+    for spec in (args.source, args.discriminator):
+        if spec:
+            named.append(spec if spec.endswith((".onnx", ".pt2")) else spec.rpartition(":")[0])
+    return [path for path in named if path and os.path.isfile(path)]
+
+
 def run(args: argparse.Namespace) -> int:
     import nn2pgm
 
     if getattr(args, "max_units", None) is not None and args.max_units <= 0:
         raise UsageError("--max-units must be positive")
     if args.command == "convert":
-        fmt = nn2pgm.output_format(args.output, args.to)
-        graph = nn2pgm.convert(args.source, **_convert_options(args))
-        nn2pgm.write(graph, args.output, to=fmt, max_units=args.max_units)
+        # OUT may not replace a file the conversion reads: checked before the (possibly slow)
+        # loading against the files named, after it against every file read, and on writing.
+        fmt = nn2pgm.check_output(args.output, to=args.to, protect=_named_files(args))
+        source = nn2pgm.load_source(
+            args.source,
+            input_shapes=_shapes(args),
+            weights=args.weights,
+            structure_only=args.structure_only,
+        )
+        critic = nn2pgm.load_source(args.discriminator) if args.discriminator else None
+        protect = [*source.files, *(critic.files if critic else ())]
+        nn2pgm.check_output(args.output, to=fmt, protect=protect)
+        options = {**_convert_options(args), "discriminator": critic}
+        graph = nn2pgm.convert(source, **options)
+        nn2pgm.write(graph, args.output, to=fmt, max_units=args.max_units, protect=protect)
         print(f"wrote {args.output} ({fmt}, {len(graph)} nodes)")
         return 0
     if args.command == "inspect":
@@ -269,7 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        return run(args)
+        from nn2pgm import limits
+
+        with limits.limited(args.max_elements):
+            return run(args)
     except Nn2pgmError as error:
         print(f"nn2pgm: error: {_one_line(error)}", file=sys.stderr)
         return 2

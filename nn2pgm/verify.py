@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from . import limits
 from .executor import Executor
 from .ir import STOCHASTIC, Graph
 
@@ -191,6 +192,13 @@ def check_graph(
     is sampled by the executor, or by ``pgmpy_model``'s own simulate when one is given."""
     batch = graph.model.get("batch")
     if isinstance(batch, int):
+        if batch < 1:  # runs of no sample would never reach ``samples``
+            from .errors import Nn2pgmError
+
+            raise Nn2pgmError(
+                f"{graph.model.get('name', 'the model')} fixes its batch size to {batch}: check "
+                "compares samples and gets none; give the model a batch of 1 or more"
+            )
         chunk = batch
     executor: Any = Executor(graph)
     if pgmpy_model is not None:
@@ -198,6 +206,8 @@ def check_graph(
 
         # one simulate per test: pgmpy's cost is per variable, hardly per sample
         executor, chunk = Simulator(graph, pgmpy_model), samples
+    shrink = pgmpy_model is None and not isinstance(batch, int)
+    chunk = _within_budget(graph, min(chunk, samples) if shrink else chunk, shrink)
     generator = torch.Generator().manual_seed(seed)
     latents = [
         n for n in graph if n.kind == STOCHASTIC and not n.observed and n.id not in graph.inputs
@@ -256,6 +266,43 @@ def check_graph(
             if out.ks_p_value is not None and out.ks_p_value < threshold:
                 out.passed = False
     return report
+
+
+def _within_budget(graph: Graph, n: int, shrink: bool) -> int:
+    """The number of samples to run at once: ``n``, halved (when ``shrink``) while a node's
+    value would hold more elements than the budget allows; a node over the budget even then
+    is refused before the network or the graph runs."""
+    node, count = _largest(graph, n)
+    while shrink and n > 1 and count > limits.max_elements():
+        n = max(1, n // 2)
+        node, count = _largest(graph, n)
+    if node is not None:
+        limits.check_elements(f"node {node.id!r} ({node.op}) at {n} samples at once", count)
+    return n
+
+
+def _largest(graph: Graph, n: int) -> tuple[Any, int]:
+    """The node whose value holds the most elements at ``n`` samples, and that number."""
+    best, most = None, -1
+    for node in graph:
+        shapes = node.shape if node.shape and isinstance(node.shape[0], tuple) else (node.shape,)
+        count = sum(_elements_at(shape, n) for shape in shapes)
+        if count > most:
+            best, most = node, count
+    return best, most
+
+
+def _elements_at(shape: Any, n: int) -> int:
+    """Elements of an IR shape at ``n`` samples (``"kN"`` dims are ``k * n``; unknown: 0)."""
+    count = 1
+    for d in shape if isinstance(shape, tuple) else ():
+        if isinstance(d, int):
+            count *= max(d, 0)
+        elif isinstance(d, str) and (d == "N" or (d.endswith("N") and d[:-1].isdigit())):
+            count *= int(d[:-1] or 1) * n
+        else:
+            return 0
+    return count
 
 
 def _compare(worst: dict, name: str, have: torch.Tensor, want: torch.Tensor) -> None:

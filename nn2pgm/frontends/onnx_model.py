@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +26,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.inliner  # a submodule `import onnx` does not load
 import torch
 from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
+from .. import limits
 from ..errors import Nn2pgmError
 from ..ir import (
     DETERMINISTIC,
@@ -39,11 +43,11 @@ from ..ir import (
     symbolic_dim,
 )
 from . import onnx_ops
-from .sources import MAX_EXAMPLE_ELEMENTS, Source, SourceError
+from .sources import Source, SourceError
 
 MIN_OPSET = 6
-MAX_TENSOR_ELEMENTS = 2**32
 INLINE_ELEMENTS = 4096  # initializers up to this size keep their values for shape inference
+DATA_PROP_ELEMENTS = 2**16  # a constant Range larger than this: infer without data propagation
 TRACE_BATCHES = (2, 3)
 UNKNOWN = "?"
 
@@ -69,11 +73,15 @@ class OnnxModel:
     dtypes: dict[str, str] = field(default_factory=dict)
     batch: int | str = "N"
     structure_only: bool = False
+    data_files: list[str] = field(default_factory=list)  # external data files read, resolved
 
 
 # -- loading ----------------------------------------------------------------------------------
-def read_model(path: str, *, structure_only: bool = False) -> onnx.ModelProto:
-    """Parse ``path`` and bring in its external data (unless ``structure_only``)."""
+def read_model(
+    path: str, *, structure_only: bool = False, files: list[str] | None = None
+) -> onnx.ModelProto:
+    """Parse ``path`` and bring in its external data (unless ``structure_only``); the data
+    files read are appended to ``files``."""
     file = Path(path)
     if not file.is_file():
         raise SourceError(f"no such file: {path}")
@@ -86,50 +94,210 @@ def read_model(path: str, *, structure_only: bool = False) -> onnx.ModelProto:
         ) from None
     if not proto.HasField("graph") or proto.ir_version <= 0:
         raise SourceError(f"{path} is not an ONNX model (it has no graph or no IR version)")
-    _external_data(proto, file, path, structure_only)
+    _check_text(proto, path)
+    read = _external_data(proto, file, path, structure_only)
+    if files is not None:
+        files.extend(f for f in read if f not in files)
     if proto.functions:
-        proto = onnx.inliner.inline_local_functions(proto)
+        proto = _inline_functions(proto, path)
     return proto
 
 
-def _external_data(proto: onnx.ModelProto, file: Path, path: str, skip: bool) -> None:
-    """Check every external data location stays inside the model's folder; read the data."""
+def _check_text(proto: onnx.ModelProto, path: str) -> None:
+    """Refuse a name (any text field) that is not UTF-8: protobuf hands it over as bytes."""
+    stack: list[Any] = [proto]
+    while stack:
+        message = stack.pop()
+        for descriptor, value in message.ListFields():
+            kind = descriptor.type
+            if kind not in (descriptor.TYPE_STRING, descriptor.TYPE_MESSAGE):
+                continue
+            values = value if _repeated(descriptor) else [value]
+            if kind == descriptor.TYPE_MESSAGE:
+                stack.extend(values)
+            elif not all(isinstance(v, str) for v in values):
+                raise SourceError(
+                    f"{path} is not an ONNX model: field {descriptor.full_name} holds bytes that "
+                    "are not UTF-8 text (the file is damaged)"
+                )
+
+
+def _repeated(descriptor: Any) -> bool:
+    flag = getattr(descriptor, "is_repeated", None)  # protobuf >= 6; ``label`` before
+    return bool(flag) if flag is not None else descriptor.label == descriptor.LABEL_REPEATED
+
+
+def _inline_functions(proto: onnx.ModelProto, path: str) -> onnx.ModelProto:
+    """The model with its local functions (``model.functions``) inlined into the graph."""
+    try:
+        return onnx.inliner.inline_local_functions(proto)
+    except RuntimeError as error:  # onnx's C++ inliner refusing a call: one line
+        raise SourceError(
+            f"{path}: its local functions cannot be inlined: {_first_line(error)}"
+        ) from None
+
+
+def _external_data(proto: onnx.ModelProto, file: Path, path: str, skip: bool) -> list[str]:
+    """Check that every external data location stays inside the model's folder and read the
+    data with bounded reads (with ``skip``, --structure-only, only the graph's initializers
+    stay unread: constants in nodes are part of the structure); return the files read.
+    onnx's own loader is never used: it resolves some locations against the working
+    directory, and so do its checker and shape inference for data left external."""
     folder = file.resolve().parent
-    for tensor in _all_initializers(proto.graph):
+    for what, tensor in _all_tensors(proto):
+        if tensor.data_location == TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            _data_file(folder, info.get("location", ""), f"{path}: {what}")
+    read: list[str] = []
+    for what, tensor in _parts(_held_tensors(proto, initializers=not skip)):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
-        target = (folder / location).resolve()
-        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
-            raise SourceError(
-                f"{path}: initializer {tensor.name!r} keeps its data in {location!r}, outside "
-                "the model's folder: move the data file next to the model"
-            )
-        if skip:
-            continue
-        if not target.is_file():
-            raise SourceError(
-                f"{path}: initializer {tensor.name!r} keeps its data in {location!r}, which "
-                "does not exist: copy it next to the model, or use --structure-only"
-            )
-        offset, length = int(info.get("offset", 0)), info.get("length")
-        with open(target, "rb") as data:
-            data.seek(offset)
-            raw = data.read(-1 if length is None else int(length))
-        tensor.raw_data = raw
-        tensor.data_location = TensorProto.DEFAULT
-        del tensor.external_data[:]
+        target = _data_file(folder, location, f"{path}: {what}")
+        _read_external(tensor, info, target, f"{path}: {what}", location)
+        if str(target) not in read:
+            read.append(str(target))
+    return read
 
 
-def _all_initializers(graph: onnx.GraphProto) -> Iterable[TensorProto]:
-    yield from graph.initializer
+def _data_file(folder: Path, location: str, where: str) -> Path:
+    """The file ``location`` names, refused unless it is a relative path without ``..``
+    that stays inside ``folder`` once links are followed."""
+    parts = location.replace("\\", "/").split("/")
+    target = None
+    if location and "\x00" not in location and not re.match(r"[A-Za-z]:", location):
+        if not Path(location).is_absolute() and not location.startswith("\\"):
+            if ".." not in parts:
+                try:
+                    target = (folder / location).resolve()
+                except (OSError, RuntimeError):  # a link loop, a name too long
+                    target = None
+    if target is None or not target.is_relative_to(folder):
+        raise SourceError(
+            f"{where} keeps its data in {location!r}, outside the model's folder: move the "
+            "data file next to the model"
+        )
+    return target
+
+
+def _external_field(info: dict[str, str], key: str, where: str, location: str) -> int | None:
+    if key not in info:
+        return None
+    try:
+        return int(info[key])
+    except ValueError:
+        raise SourceError(
+            f"{where} has {key} {info[key][:40]!r} in {location!r}, not an integer: the model "
+            "file is damaged"
+        ) from None
+
+
+def _read_external(
+    tensor: TensorProto, info: dict[str, str], target: Path, where: str, location: str
+) -> None:
+    """Read ``tensor``'s bytes from ``target`` after checking offset and length against the
+    file's real size and the element budget."""
+    count = math.prod(tensor.dims)
+    limits.check_elements(where, count)
+    offset = _external_field(info, "offset", where, location) or 0
+    length = _external_field(info, "length", where, location)
+    try:
+        handle = open(target, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise SourceError(
+            f"{where} keeps its data in {location!r}, which does not exist: copy it next to "
+            "the model (--structure-only converts without the initializers' data)"
+        ) from None
+    except OSError as error:
+        raise SourceError(
+            f"{where} keeps its data in {location!r}, which cannot be read "
+            f"({error.strerror or error}): fix the file or use --structure-only"
+        ) from None
+    with handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise SourceError(
+                f"{where} keeps its data in {location!r}, which is not a regular file: copy "
+                "the data file next to the model"
+            )
+        size = status.st_size
+        if offset < 0 or offset > size:
+            raise SourceError(
+                f"{where} has offset {offset} in {location!r}, which holds {size} bytes: the "
+                "model file is damaged or the data file is not the one it was saved with"
+            )
+        if length is None:
+            length = size - offset
+        if length < 0 or length > size - offset:
+            raise SourceError(
+                f"{where} reads {length} bytes at offset {offset} of {location!r}, which holds "
+                f"{size} bytes: the model file is damaged or the data file is not the one it "
+                "was saved with"
+            )
+        limits.check_bytes(f"{where} (in {location!r})", length)
+        dtype = onnx_ops.TORCH_DTYPES.get(tensor.data_type)
+        if dtype is not None and length != count * dtype.itemsize:
+            raise SourceError(
+                f"{where} declares {count} elements ({_dims_text(tensor.dims)}) but its data in "
+                f"{location!r} has {length} bytes: the model file is damaged"
+            )
+        handle.seek(offset)
+        raw = handle.read(length)
+    if len(raw) != length:
+        raise SourceError(f"{where}: {location!r} changed while it was read: try again")
+    tensor.raw_data = raw
+    tensor.data_location = TensorProto.DEFAULT
+    del tensor.external_data[:]
+
+
+def _all_tensors(proto: onnx.ModelProto) -> Iterable[tuple[str, TensorProto]]:
+    """(what, tensor) for every tensor the model holds: initializers, the values and indices
+    of sparse initializers, attribute tensors (dense and sparse) of every node, in subgraphs
+    and in local functions."""
+    return _parts(_held_tensors(proto))
+
+
+def _parts(held: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, TensorProto]]:
+    """The TensorProtos of (what, TensorProto or SparseTensorProto) pairs."""
+    for what, tensor in held:
+        if isinstance(tensor, onnx.SparseTensorProto):
+            yield f"{what} (values)", tensor.values
+            yield f"{what} (indices)", tensor.indices
+        else:
+            yield what, tensor
+
+
+def _held_tensors(proto: onnx.ModelProto, initializers: bool = True) -> Iterable[tuple[str, Any]]:
+    """(what, TensorProto or SparseTensorProto) for every tensor of the model (but the main
+    graph's initializers unless ``initializers``)."""
+    yield from _graph_tensors(proto.graph, initializers)
+    for function in proto.functions:
+        for node in function.node:
+            yield from _node_tensors(node, f" in function {function.name!r}")
+
+
+def _graph_tensors(graph: onnx.GraphProto, initializers: bool = True) -> Iterable[tuple[str, Any]]:
+    if initializers:
+        for tensor in graph.initializer:
+            yield f"initializer {tensor.name!r}", tensor
+        for sparse in graph.sparse_initializer:
+            yield f"sparse initializer {sparse.values.name!r}", sparse
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _all_initializers(sub)
+        yield from _node_tensors(node, "")
+
+
+def _node_tensors(node: onnx.NodeProto, where: str) -> Iterable[tuple[str, Any]]:
+    for attr in node.attribute:
+        what = f"attribute {attr.name!r} of node {_label(node)}{where}"
+        if attr.HasField("t"):
+            yield what, attr.t
+        yield from ((what, tensor) for tensor in attr.tensors)
+        if attr.HasField("sparse_tensor"):
+            yield what, attr.sparse_tensor
+        yield from ((what, sparse) for sparse in attr.sparse_tensors)
+        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            yield from _graph_tensors(sub)
 
 
 def _opsets(proto: onnx.ModelProto, path: str) -> dict[str, int]:
@@ -186,28 +354,44 @@ def _label(node: onnx.NodeProto) -> str:
 
 
 def _check_initializers(proto: onnx.ModelProto, path: str) -> None:
-    for tensor in proto.graph.initializer:
-        count = math.prod(tensor.dims)
-        if count > MAX_TENSOR_ELEMENTS:
+    """Every tensor the model holds: no negative dimension, within the element budget (a
+    sparse tensor's dense shape too) and holding as many values as its dimensions say."""
+    for what, held in _held_tensors(proto):
+        if isinstance(held, TensorProto):
+            _check_held(held, what, path)
+            continue
+        _check_dims(held.dims, f"{what} (dense shape)", path)
+        _check_held(held.values, f"{what} (values)", path)
+        _check_held(held.indices, f"{what} (indices)", path)
+
+
+def _check_dims(dims: Any, what: str, path: str) -> int:
+    if any(d < 0 for d in dims):
+        raise SourceError(
+            f"{path}: {what} has a negative dimension ({_dims_text(dims)}): not a valid model"
+        )
+    count = math.prod(dims)
+    limits.check_elements(f"{path}: {what} ({_dims_text(dims)})", count)
+    return count
+
+
+def _check_held(tensor: TensorProto, what: str, path: str) -> None:
+    count = _check_dims(tensor.dims, what, path)
+    dtype = onnx_ops.TORCH_DTYPES.get(tensor.data_type)
+    if tensor.HasField("raw_data") and dtype is not None:
+        if len(tensor.raw_data) != count * dtype.itemsize:
             raise SourceError(
-                f"{path}: initializer {tensor.name!r} declares {count} elements "
-                f"({_dims_text(tensor.dims)}): not a usable model"
+                f"{path}: {what} declares {count} elements "
+                f"({_dims_text(tensor.dims)}) but holds {len(tensor.raw_data)} bytes"
             )
-        dtype = onnx_ops.TORCH_DTYPES.get(tensor.data_type)
-        if tensor.HasField("raw_data") and dtype is not None:
-            if len(tensor.raw_data) != count * dtype.itemsize:
-                raise SourceError(
-                    f"{path}: initializer {tensor.name!r} declares {count} elements "
-                    f"({_dims_text(tensor.dims)}) but holds {len(tensor.raw_data)} bytes"
-                )
-        elif tensor.data_location != TensorProto.EXTERNAL and dtype is not None and count:
-            field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
-            held = len(getattr(tensor, field)) // (2 if dtype.is_complex else 1)
-            if held != count:
-                raise SourceError(
-                    f"{path}: initializer {tensor.name!r} declares {count} elements "
-                    f"({_dims_text(tensor.dims)}) but holds {held}"
-                )
+    elif tensor.data_location != TensorProto.EXTERNAL and dtype is not None and count:
+        field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
+        held = len(getattr(tensor, field)) // (2 if dtype.is_complex else 1)
+        if held != count:
+            raise SourceError(
+                f"{path}: {what} declares {count} elements "
+                f"({_dims_text(tensor.dims)}) but holds {held}"
+            )
 
 
 def _dims_text(dims: Iterable[Any]) -> str:
@@ -258,6 +442,12 @@ def _input_dims(proto: onnx.ModelProto, names: list[str], path: str) -> dict[str
             d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
             for d in value.tensor_type.shape.dim
         ]
+        negative = [k for k, d in enumerate(dims[name]) if isinstance(d, int) and d < 0]
+        if negative:
+            raise SourceError(
+                f"{path}: dimension {negative[0]} of input {name!r} is "
+                f"{dims[name][negative[0]]}: a size cannot be negative (not a valid model)"
+            )
     return dims
 
 
@@ -307,18 +497,19 @@ def _example_dims(
                     f"{path}: dimension {k} of input {name!r} is dynamic ({d or '?'}): pass "
                     f"--input-shape {name}={example}"
                 )
-        count = math.prod(concrete)
-        if count > MAX_EXAMPLE_ELEMENTS:
-            fix = "give a smaller --input-shape" if given else "not a usable model"
-            raise SourceError(
-                f"{path}: input {name!r} would hold {count} elements ({_dims_text(concrete)}), "
-                f"more than nn2pgm runs ({MAX_EXAMPLE_ELEMENTS}): {fix}"
-            )
+        fix = "give a smaller --input-shape, or raise the limit with --max-elements N"
+        limits.check_elements(
+            f"{path}: input {name!r} ({_dims_text(concrete)})",
+            math.prod(concrete),
+            fix if given else "",
+        )
         out[name] = concrete
     return out
 
 
-def _infer(light: onnx.ModelProto, dims: dict[str, list[int]]) -> dict[str, tuple]:
+def _infer(
+    light: onnx.ModelProto, dims: dict[str, list[int]], data_prop: bool = True
+) -> dict[str, tuple]:
     """(elem type, dims or None) of every tensor, with the inputs' dims fixed to ``dims``."""
     model = onnx.ModelProto()
     model.CopyFrom(light)
@@ -329,7 +520,7 @@ def _infer(light: onnx.ModelProto, dims: dict[str, list[int]]) -> dict[str, tupl
             for d in dims[value.name]:
                 shape.dim.add().dim_value = d
     inferred = onnx.shape_inference.infer_shapes(
-        model, check_type=True, strict_mode=True, data_prop=True
+        model, check_type=True, strict_mode=True, data_prop=data_prop
     )
     info: dict[str, tuple] = {}
     for value in _value_infos(inferred.graph):
@@ -342,6 +533,66 @@ def _infer(light: onnx.ModelProto, dims: dict[str, list[int]]) -> dict[str, tupl
         else:
             info[value.name] = (kind, None)
     return info
+
+
+def _data_prop_safe(light: onnx.ModelProto, path: str) -> bool:
+    """Refuse a ``Range`` of constant scalars holding more elements than the budget, before
+    shape inference runs: onnx's data propagation writes out every element of a Range (about
+    150 bytes each). False (infer without data propagation) when one is merely large."""
+    scalars: dict[str, Any] = {}
+    for tensor in light.graph.initializer:
+        if math.prod(tensor.dims) == 1:
+            scalars[tensor.name] = tensor
+    safe = True
+    for graph in _graphs(light.graph):
+        for node in graph.node:
+            if node.op_type == "Constant" and len(node.output) == 1:
+                for attr in node.attribute:
+                    if attr.name == "value" and math.prod(attr.t.dims) == 1:
+                        scalars[node.output[0]] = attr.t
+            if node.op_type != "Range" or len(node.input) != 3:
+                continue
+            if not all(name in scalars for name in node.input):
+                continue
+            try:
+                start, limit, delta = (_scalar_of(scalars[name]) for name in node.input)
+            except (ValueError, TypeError):
+                continue
+            count = range_elements(start, limit, delta)
+            limits.check_elements(f"{path}: node {_label(node)}", count)
+            safe = safe and count <= DATA_PROP_ELEMENTS
+    return safe
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _graphs(sub)
+
+
+def _scalar_of(tensor: TensorProto) -> int | float:
+    if tensor.data_location == TensorProto.EXTERNAL:
+        raise ValueError("not loaded")
+    value = onnx.numpy_helper.to_array(tensor).reshape(-1)[0]
+    return value.item()
+
+
+def range_elements(start: Any, limit: Any, delta: Any) -> int | float:
+    """Elements of ``Range(start, limit, delta)``: ``max(ceil((limit - start) / delta), 0)``
+    (``math.inf`` when that is not a finite number)."""
+    if all(isinstance(v, int) for v in (start, limit, delta)):
+        if delta == 0:
+            return math.inf if limit != start else 0
+        return max(-((start - limit) // delta), 0)
+    try:
+        quotient = (float(limit) - float(start)) / float(delta)
+    except ZeroDivisionError:
+        return math.inf
+    if not math.isfinite(quotient):
+        return math.inf
+    return max(math.ceil(quotient), 0)
 
 
 def _value_infos(graph: onnx.GraphProto) -> Iterable[onnx.ValueInfoProto]:
@@ -387,11 +638,14 @@ def _shapes(
     at the example's batch when the dimensions do not follow it)."""
     path = model.path
     runs = None
+    data_prop = _data_prop_safe(light, path)
     if batch_inputs:
         try:
             runs = [
                 _infer(
-                    light, {k: [b, *v[1:]] if k in batch_inputs else v for k, v in example.items()}
+                    light,
+                    {k: [b, *v[1:]] if k in batch_inputs else v for k, v in example.items()},
+                    data_prop,
                 )
                 for b in TRACE_BATCHES
             ]
@@ -406,7 +660,7 @@ def _shapes(
             runs = None
     if runs is None:
         try:
-            runs = [_infer(light, example)]
+            runs = [_infer(light, example, data_prop)]
         except onnx.shape_inference.InferenceError as error:
             raise SourceError(f"{path}: shape inference failed: {_first_line(error)}") from None
         shapes = {
@@ -422,11 +676,10 @@ def _shapes(
         model.dtypes.setdefault(name, _dtype_name(tensor.data_type))
     producers = {out: node for node in model.nodes for out in node.output}
     for name, (_, dims) in runs[-1].items():
-        if dims and None not in dims and math.prod(dims) > MAX_TENSOR_ELEMENTS:
+        if dims and None not in dims and limits.elements(dims) > limits.max_elements():
             where = f" (output of node {_label(producers[name])})" if name in producers else ""
-            raise SourceError(
-                f"{path}: tensor {name!r}{where} would hold {math.prod(dims)} elements "
-                f"({_dims_text(dims)}): not a usable model"
+            raise limits.over_budget(
+                f"{path}: tensor {name!r}{where} ({_dims_text(dims)})", limits.elements(dims)
             )
 
 
@@ -442,7 +695,8 @@ def load_onnx(
     structure_only: bool = False,
 ) -> tuple[OnnxModel, dict[str, list[int]]]:
     """Read, validate and shape-infer ``path``; also return each input's example dims."""
-    proto = read_model(path, structure_only=structure_only)
+    data_files: list[str] = []
+    proto = read_model(path, structure_only=structure_only, files=data_files)
     opsets = _opsets(proto, path)
     _check_initializers(proto, path)
     nodes = _sorted_nodes(proto.graph, path)
@@ -461,6 +715,7 @@ def load_onnx(
     example = _example_dims(declared, batch_inputs, input_shapes, path)
     model = OnnxModel(path, proto, opsets, nodes, inputs, initializers)
     model.structure_only = structure_only
+    model.data_files = data_files
     _shapes(model, light, example, batch_inputs)
     return model, example
 
@@ -482,13 +737,15 @@ def load_onnx_source(
             inputs[name] = np.full(dims, "", dtype=object)
         elif dtype is None:
             raise SourceError(f"{spec}: input {name!r} has a type torch cannot hold")
+        elif dtype.is_floating_point and dtype.itemsize == 1:  # float8: torch draws none
+            inputs[name] = torch.rand(dims).to(dtype)
         elif dtype.is_floating_point:
             inputs[name] = torch.rand(dims, dtype=dtype)
         else:
             inputs[name] = torch.zeros(dims, dtype=dtype)
             if inputs[name].numel() and name in tables:
                 inputs[name].view(-1)[0] = tables[name] - 1
-    files = (str(Path(spec).resolve()),)  # external data files are added where they are read
+    files = (str(Path(spec).resolve()), *model.data_files)
     return Source(None, inputs, spec, Path(spec).stem, onnx=model, files=files)  # type: ignore[arg-type]
 
 
@@ -588,13 +845,12 @@ def _module_of_call(path: str, known: set[str], paths: set[str]) -> str:
 def _metadata_scope(meta: dict[str, str]) -> Scope | None:
     names = meta.get("pkg.torch.onnx.name_scopes")
     if names:
-        try:
-            entries = ast.literal_eval(names)
-            classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
-        except (SyntaxError, ValueError):
+        entries = _string_list(names)
+        classes = _string_list(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
+        if entries is None or classes is None:  # not the exporter's: no scope
             return None
-        calls = tuple(str(e) for e in entries[1:-1])
-        kinds = [str(c).rpartition(".")[2] for c in classes[1:-1]]
+        calls = tuple(entries[1:-1])
+        kinds = [c.rpartition(".")[2] for c in classes[1:-1]]
         kinds += [""] * (len(calls) - len(kinds))
         return Scope(calls, tuple(_strip_call(c) for c in calls), tuple(kinds[: len(calls)]))
     namespace = meta.get("namespace")
@@ -604,6 +860,17 @@ def _metadata_scope(meta: dict[str, str]) -> Scope | None:
         kinds = tuple(cls.rpartition(".")[2] for _, _, cls in items)
         return Scope(calls, tuple(_strip_call(c) for c in calls), kinds)
     return None
+
+
+def _string_list(text: str) -> list[str] | None:
+    """The list of strings a metadata value writes in Python syntax, else None."""
+    try:
+        value = ast.literal_eval(text)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return None
+    return list(value)
 
 
 def _strip_call(name: str) -> str:
@@ -662,8 +929,110 @@ class _Op:
             raise OpaqueError(f"op {self.node.op_type!r} has no torch implementation")
         while args and args[-1] is None:
             args = args[:-1]
+        count = output_elements(self.node.op_type, args, self.kwargs)
+        if count is not None and count > limits.max_elements():
+            out = next((o for o in self.node.output if o), "?")
+            raise limits.over_budget(f"tensor {out!r} (output of node {_label(self.node)})", count)
         result = self.impl.fn(*args, **self.kwargs)
         return result if isinstance(result, tuple) else (result,)
+
+
+BROADCASTING = frozenset(
+    "Add Sub Mul Div Pow Mod Where Max Min Sum Mean And Or Xor Equal Less Greater LessOrEqual "
+    "GreaterOrEqual BitShift BitwiseAnd BitwiseOr BitwiseXor PRelu".split()
+)
+
+
+def _dims(value: Any) -> tuple[int, ...] | None:
+    shape = getattr(value, "shape", None)
+    return None if shape is None else tuple(int(d) for d in shape)
+
+
+def _values(value: Any) -> list[int]:
+    return [int(v) for v in torch.as_tensor(value).reshape(-1).tolist()]
+
+
+def _broadcast_elements(shapes: list[tuple[int, ...]]) -> int:
+    """Elements of the broadcast of ``shapes`` (the largest size where they disagree)."""
+    total = 1
+    for k in range(1, max(map(len, shapes), default=0) + 1):
+        sizes = {s[-k] for s in shapes if len(s) >= k} - {1}
+        total *= max(sizes, default=1)
+    return total
+
+
+def output_elements(op_type: str, args: list[Any], kwargs: dict[str, Any]) -> int | float | None:
+    """The elements an op would allocate, computed from its inputs before it runs, for the
+    ops whose output can be far larger than their inputs; None when not predicted (the op's
+    own checks apply)."""
+    try:
+        if op_type == "Range" and len(args) == 3:
+            return range_elements(*(onnx_ops.scalar(a) for a in args))
+        if op_type == "ConstantOfShape" and args:
+            return limits.elements(_values(args[0]))
+        if op_type in ("RandomNormal", "RandomUniform") and "shape" in kwargs:
+            return limits.elements(kwargs["shape"])
+        if op_type in ("MatMul", "Gemm") and len(args) >= 2:
+            return _matmul_elements(op_type, _dims(args[0]), _dims(args[1]), kwargs)
+        if op_type in BROADCASTING or op_type == "Expand":
+            shapes = [d for d in map(_dims, args) if d is not None]
+            if op_type == "Expand" and len(args) == 2:
+                shapes = [shapes[0], tuple(_values(args[1]))]
+            return _broadcast_elements(shapes) if shapes else None
+        x = _dims(args[0]) if args else None
+        if x is None:
+            return None
+        if op_type == "Tile" and len(args) == 2:
+            return math.prod(d * r for d, r in zip(x, _values(args[1])))
+        if op_type == "Concat":
+            return sum(math.prod(d) for d in map(_dims, args) if d is not None)
+        if op_type == "Gather" and len(args) == 2:
+            axis = kwargs.get("axis", 0) % max(len(x), 1)
+            rows = x[axis] if x else 1
+            return math.prod(x) // rows * math.prod(_dims(args[1]) or ()) if rows else 0
+        if op_type == "OneHot" and len(args) >= 2:
+            return math.prod(x) * max(int(onnx_ops.scalar(args[1])), 0)
+        if op_type == "Multinomial":
+            return (x[0] if x else 1) * int(kwargs.get("sample_size", 1))
+        if op_type == "Pad":
+            pads = kwargs.get("pads") if "pads" in kwargs else _values(args[1])
+            axes = list(range(len(x))) if len(args) < 4 else _values(args[3])
+            sizes = list(x)
+            for i, a in enumerate(axes):
+                sizes[a] += pads[i] + pads[len(axes) + i]
+            return limits.elements(sizes)
+        if op_type in ("Resize", "Upsample"):
+            return _resize_elements(x, args, kwargs)
+    except (IndexError, TypeError, ValueError, RuntimeError, ArithmeticError):
+        return None  # malformed inputs: the op itself says what is wrong
+    return None
+
+
+def _matmul_elements(
+    op_type: str, a: tuple[int, ...] | None, b: tuple[int, ...] | None, kwargs: dict[str, Any]
+) -> int | None:
+    if a is None or b is None or not a or not b:
+        return None
+    if op_type == "Gemm":
+        if len(a) != 2 or len(b) != 2:
+            return None
+        return a[1 if kwargs.get("transA") else 0] * b[0 if kwargs.get("transB") else 1]
+    rows = a[-2] if len(a) > 1 else 1
+    cols = b[-1] if len(b) > 1 else 1
+    return _broadcast_elements([a[:-2], b[:-2]]) * rows * cols
+
+
+def _resize_elements(x: tuple[int, ...], args: list[Any], kwargs: dict[str, Any]) -> int | None:
+    sizes = args[3] if len(args) > 3 else None
+    if sizes is not None and sizes.numel() == len(x):
+        return limits.elements(_values(sizes))
+    scales = kwargs.get("scales")
+    if scales is None:
+        candidates = [a for a in args[1:3] if a is not None and a.numel() == len(x)]
+        scales = candidates[-1].reshape(-1).tolist() if candidates else None
+    if scales is None or len(scales) != len(x):
+        return None
+    return limits.elements(math.floor(d * float(s)) for d, s in zip(x, scales))
 
 
 Getter = Callable[[list, Any, int], Any]  # (parents' values, values inside the node, samples)
@@ -932,7 +1301,7 @@ class _Builder:
             )
             graph.inputs.append(name)
             self.loc[name] = (name, None)
-        used_names: set[str] = set(self.m.inputs)
+        used_names: set[str] = _Names(self.m.inputs)
         alone = _counts(op.scope.calls for op in self.data)
         for key, ops in _runs(self.data, depth):
             if len(ops) == 1 and key is None:
@@ -1252,11 +1621,25 @@ def _runs(ops: list[_Op], depth: int | None) -> list[tuple[tuple | None, list[_O
     return runs
 
 
+class _Names(set):
+    """Node ids in use, remembering per base the next suffix to try: ids only get added, so
+    the search can resume there and naming n nodes ``Relu``, ``Relu_1``, ... stays linear."""
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        super().__init__(names)
+        self.next: dict[str, int] = {}
+
+
 def _fresh(base: str, used: set[str]) -> str:
-    name, k = base, 1
+    """``base``, else the first of ``base_1``, ``base_2``, ... not in ``used`` (added to it)."""
+    k = used.next.get(base, 0) if isinstance(used, _Names) else 0
+    name = f"{base}_{k}" if k else base
     while name in used:
-        name, k = f"{base}_{k}", k + 1
+        k += 1
+        name = f"{base}_{k}"
     used.add(name)
+    if isinstance(used, _Names):
+        used.next[base] = k + 1
     return name
 
 
@@ -1360,7 +1743,20 @@ class OnnxReference(torch.nn.Module):
                 f"{model.path}: input {strings[0]!r} holds strings; check draws random tensors, "
                 "so it cannot check this model"
             )
+        tiny = [n for n in model.inputs if model.dtypes.get(n, "").startswith("float8")]
+        if tiny:
+            raise SourceError(
+                f"{model.path}: input {tiny[0]!r} is {model.dtypes[tiny[0]]}, in which torch "
+                "computes almost nothing: check cannot run this model (convert can)"
+            )
         graph, builder = _build(model, None, None, None)
+        # Folded values whose size shape inference left unknown are made now, so that the
+        # element budget refuses an absurd one before the runtime allocates it.
+        for name, lazy in builder.const.items():
+            shape = model.shapes.get(name)
+            unknown = shape is None or UNKNOWN in shape
+            if unknown and name in builder.producer and name not in builder.opaque:
+                lazy.get()
         random = [op for op in builder.data if op.random]
         self.noise = {
             out: builder.loc[out] for op in random for out in op.node.output if out in builder.loc
@@ -1373,6 +1769,7 @@ class OnnxReference(torch.nn.Module):
             drop = {id(op.node) for op in random}
             del proto.graph.node[:]
             proto.graph.node.extend(n for n in model.nodes if id(n) not in drop)
+            _drop_in_branches(proto.graph, set(self.noise))  # random ops of inlined Ifs
             for out in self.noise:
                 elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(model.dtypes[out]))
                 proto.graph.input.append(onnx.helper.make_tensor_value_info(out, elem, None))
@@ -1402,23 +1799,42 @@ class OnnxReference(torch.nn.Module):
             return [torch.from_numpy(np.asarray(v)) for v in outputs]
 
 
+def _drop_in_branches(graph: onnx.GraphProto, outputs: set[str]) -> None:
+    """Remove from the subgraphs of ``graph``'s nodes the nodes computing ``outputs``: their
+    values are fed as graph inputs, which a subgraph reads from the outer scope."""
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                for k in reversed(range(len(sub.node))):
+                    if outputs & set(sub.node[k].output):
+                        del sub.node[k]
+                _drop_in_branches(sub, outputs)
+
+
 def _shapes_text(feeds: dict[str, Any]) -> str:
     return ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+
+
+ORT_FATAL = 4  # onnxruntime's log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 
 
 def _session(proto: onnx.ModelProto, path: str) -> tuple[str, Callable[[dict], list]]:
     """A function running ``proto``: onnxruntime, or onnx.reference where it fails."""
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)
+    # Only fatal messages: onnxruntime logs its errors (in colour, on stderr) before raising
+    # them, and each one reaches the user folded into the error's one line.
+    ort.set_default_logger_severity(ORT_FATAL)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = ORT_FATAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    run_options = ort.RunOptions()
+    run_options.log_severity_level = ORT_FATAL
     try:
         session = ort.InferenceSession(
             proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
-        return "onnxruntime", lambda feeds: session.run(None, feeds)
+        return "onnxruntime", lambda feeds: session.run(None, feeds, run_options)
     except Exception as ort_error:  # noqa: BLE001 - no kernel for this opset: the fallback
         from onnx.reference import ReferenceEvaluator
 

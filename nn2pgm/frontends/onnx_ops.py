@@ -117,6 +117,8 @@ def lookup(domain: str, op_type: str, opset: int) -> OpImpl | None:
 # -- values -----------------------------------------------------------------------------------
 def tensor_value(proto: TensorProto) -> torch.Tensor | np.ndarray:
     """A TensorProto as a torch tensor (a numpy array of ``str`` for strings)."""
+    if proto.data_location == TensorProto.EXTERNAL:  # numpy_helper would read it from the cwd
+        raise ValueError(f"tensor {proto.name!r}: its external data was not loaded")
     if proto.data_type == TensorProto.STRING:
         return np.vectorize(_text, otypes=[object])(numpy_helper.to_array(proto))
     dtype = TORCH_DTYPES.get(proto.data_type)

@@ -8,10 +8,8 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
-import logging
 import os
 import sys
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +17,8 @@ from typing import Any
 
 import torch
 
+from .. import limits
 from ..errors import Nn2pgmError
-
-MAX_EXAMPLE_ELEMENTS = 2**28
 
 
 class SourceError(Nn2pgmError, ValueError):
@@ -59,8 +56,9 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     count = 1
     for d in shape:
         count *= d
-    if count > MAX_EXAMPLE_ELEMENTS:
-        raise SourceError(f"--input-shape {text!r} has {count} elements: give a smaller example")
+    limits.check_elements(
+        f"--input-shape {text!r}", count, "give a smaller example, or raise --max-elements"
+    )
     return name.strip(), shape
 
 
@@ -240,61 +238,12 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
 
 
 def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    """A saved ``torch.export`` program as a module plus its example inputs, loaded without
-    unpickling anything but tensors."""
-    import pickle
+    """A saved ``torch.export`` program as a module plus its example inputs: the archive is
+    checked first (no native code, no unknown entries), then only tensors are unpickled. See
+    :mod:`nn2pgm.frontends.pt2`."""
+    from .pt2 import load_exported_program as load
 
-    from torch.export.pt2_archive import _package
-
-    file = Path(path)
-    if not file.is_file():
-        raise SourceError(f"no such file: {path}")
-    if not zipfile.is_zipfile(file):
-        raise SourceError(f"{path} is not a saved torch.export program (not a .pt2 archive)")
-
-    def refuse(*_: Any, **__: Any) -> Any:
-        raise SourceError(f"{path} holds pickled Python objects; nn2pgm reads only tensors")
-
-    original_load = torch.load
-
-    def tensors_only(f: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs["weights_only"] = True
-        return original_load(f, *args, **kwargs)
-
-    saved = (torch.load, _package.pickle, torch._C._pickle_load_obj)
-    torch.load, torch._C._pickle_load_obj = tensors_only, refuse
-    _package.pickle = type(
-        "NoPickle",
-        (),
-        {
-            "loads": staticmethod(refuse),
-            **{k: getattr(pickle, k) for k in ("dumps", "HIGHEST_PROTOCOL")},
-        },
-    )
-    logger = logging.getLogger("torch.export")
-    level, logger.level = logger.level, logging.CRITICAL
-    try:
-        program = torch.export.load(str(file))
-    except SourceError:
-        raise
-    except Exception as error:  # noqa: BLE001
-        raise SourceError(
-            f"{path} is not a saved torch.export program ({_one_line(error)})"
-        ) from None
-    finally:
-        torch.load, _package.pickle, torch._C._pickle_load_obj = saved
-        logger.setLevel(level)
-    names = [
-        spec.arg.name
-        for spec in program.graph_signature.input_specs
-        if spec.kind.name == "USER_INPUT"
-    ]
-    args, kwargs = program.example_inputs or ((), {})
-    inputs = dict(zip(names, args))
-    inputs.update(kwargs)
-    if not inputs:
-        raise SourceError(f"{path} carries no example inputs: re-export it with example args")
-    return program.module(), inputs
+    return load(path)
 
 
 def load_source(
