@@ -11,6 +11,8 @@ Heavy modules are imported inside the functions, so ``import nn2pgm`` stays fast
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import Nn2pgmError, UsageError
@@ -25,6 +27,7 @@ __all__ = [
     "convert",
     "load",
     "write",
+    "check_output",
     "to_json",
     "to_dot",
     "to_pgmpy",
@@ -123,8 +126,14 @@ def convert(
     return apply_view(graph, view, critic)
 
 
-def load(path: str) -> Graph:
-    """Read a JSON document written by :func:`write` back into a graph."""
+def load(path: str | os.PathLike[str]) -> Graph:
+    """Read a JSON document written by :func:`write` back into a graph.
+
+    ``path`` names the file; a ``str`` whose first character other than white space is ``{``
+    is taken as the document's text instead. Every problem — a file that cannot be read, text
+    that is not a valid document — raises :class:`~nn2pgm.backends.json_format.DocumentError`
+    (an :class:`Nn2pgmError`) with a one-line message, never another exception.
+    """
     from .backends.json_format import load as _load
 
     return _load(path)
@@ -172,23 +181,61 @@ def output_format(path: str, to: str | None = None) -> str:
     return fmt
 
 
-def write(graph: Graph, path: str, *, to: str | None = None, max_units: int | None = None) -> str:
+def check_output(
+    path: str, *, to: str | None = None, protect: Iterable[str | os.PathLike[str]] = ()
+) -> str:
+    """Check, before converting, that :func:`write` may write ``path``; return the format.
+
+    Raises :class:`~nn2pgm.backends._files.OutputError` when ``path`` is a directory, device,
+    FIFO or socket, or one of the ``protect`` files (the files the conversion reads, e.g.
+    :attr:`Source.files <nn2pgm.frontends.sources.Source.files>`); for ``pgmpy`` when it is
+    not a directory, or a directory holding files other than an earlier export.
+    """
+    from .backends._files import check_output as _check
+
+    fmt = output_format(path, to)
+    if fmt == "pgmpy":
+        from .backends.pgmpy.standalone import check_directory
+
+        check_directory(path, protect)
+    else:
+        _check(path, protect)
+    return fmt
+
+
+def write(
+    graph: Graph,
+    path: str,
+    *,
+    to: str | None = None,
+    max_units: int | None = None,
+    protect: Iterable[str | os.PathLike[str]] = (),
+) -> str:
     """Write ``graph`` to ``path`` (format from the suffix or ``to``; ``pgmpy`` writes a
-    directory with a standalone ``model.py``); return the format."""
+    directory with a standalone ``model.py``); return the format.
+
+    Files are written atomically (a failed write leaves ``path`` as it was). A symbolic link
+    is followed: its target is replaced, the link stays. Refused with
+    :class:`~nn2pgm.backends._files.OutputError`, nothing replaced: a directory, device, FIFO
+    or socket as ``path``, and any of the ``protect`` files (pass :attr:`Source.files
+    <nn2pgm.frontends.sources.Source.files>` so that an output never replaces the model's
+    source, weights or external data); see :func:`check_output`.
+    """
     from .backends import dot, json_format
 
     fmt = output_format(path, to)
+    protect = tuple(protect)
     if fmt == "pgmpy":
         from .backends.pgmpy import DEFAULT_MAX_UNITS
         from .backends.pgmpy.standalone import write_pgmpy
 
-        write_pgmpy(graph, path, max_units=max_units or DEFAULT_MAX_UNITS)
+        write_pgmpy(graph, path, max_units=max_units or DEFAULT_MAX_UNITS, protect=protect)
     elif fmt == "json":
-        json_format.write_json(graph, path)
+        json_format.write_json(graph, path, protect=protect)
     elif fmt == "dot":
-        dot.write_dot(graph, path)
+        dot.write_dot(graph, path, protect=protect)
     else:
-        dot.render(dot.to_dot(graph), path)
+        dot.render(dot.to_dot(graph), path, protect=protect)
     return fmt
 
 

@@ -24,9 +24,9 @@ import subprocess
 from collections.abc import Iterator
 from itertools import pairwise
 
-from ..errors import Nn2pgmError
+from ..errors import Nn2pgmError, UsageError
 from ..ir import DETERMINISTIC, Graph, Node, event_shape, is_tuple_shape
-from ._files import atomic_write
+from ._files import Paths, atomic_write, check_output
 
 RENDER_FORMATS = {".svg": "svg", ".png": "png"}
 
@@ -105,9 +105,10 @@ def _parameter_of(node: Node, parent: str) -> str:
     return ", ".join(k for k, v in node.distribution.params.items() if v == parent)
 
 
-def write_dot(graph: Graph, path: str | os.PathLike[str]) -> None:
-    """Write the graph's DOT text to ``path`` atomically."""
-    atomic_write(path, to_dot(graph))
+def write_dot(graph: Graph, path: str | os.PathLike[str], *, protect: Paths = ()) -> None:
+    """Write the graph's DOT text to ``path`` atomically (never over the ``protect`` files;
+    see :func:`~nn2pgm.backends._files.atomic_write`)."""
+    atomic_write(path, to_dot(graph), protect=protect)
 
 
 def _node_style(node: Node) -> str:
@@ -246,12 +247,13 @@ def _html(text: str) -> str:
 
 
 # -- rendering --------------------------------------------------------------------------------
-def render(dot_text: str, path: str | os.PathLike[str]) -> None:
+def render(dot_text: str, path: str | os.PathLike[str], *, protect: Paths = ()) -> None:
     """Run Graphviz ``dot`` on ``dot_text`` and write the picture (``.svg`` or ``.png``, by the
-    suffix of ``path``) atomically."""
+    suffix of ``path``) atomically (never over the ``protect`` files)."""
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix not in RENDER_FORMATS:
-        raise RenderError(f"cannot render {os.fspath(path)!r}: use a .svg or .png suffix")
+        raise UsageError(f"cannot render {os.fspath(path)!r}: use a .svg or .png suffix")
+    check_output(path, protect)
     program = shutil.which("dot")
     if program is None:
         raise RenderError(
@@ -268,4 +270,4 @@ def render(dot_text: str, path: str | os.PathLike[str]) -> None:
         lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
         reason = lines[0] if lines else f"exit status {done.returncode}"
         raise RenderError(f"Graphviz 'dot' failed: {reason}")
-    atomic_write(path, done.stdout)
+    atomic_write(path, done.stdout, protect=protect)

@@ -18,15 +18,18 @@ True
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
+import re
+import stat
 from importlib import resources
 from typing import Any
 
 from ..errors import Nn2pgmError
 from ..ir import Distribution, Graph, GraphError, Node, shape_from_json
-from ._files import atomic_write
+from ._files import Paths, atomic_write
 
 FORMAT = "nn2pgm.graph"
 VERSION = 1
@@ -43,6 +46,11 @@ NODE_FIELDS = (
     "attrs",
 )
 _MAX_MESSAGE = 200
+MAX_DEPTH = 64  # arrays and objects nested in a document (the writer's values stay below it)
+MAX_INT_DIGITS = 640  # digits of an integer literal (at or below any int str-digits limit)
+MAX_DOCUMENT_BYTES = 256 * 2**20
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 
 class DocumentError(Nn2pgmError, ValueError):
@@ -55,9 +63,10 @@ def to_json(graph: Graph) -> str:
     return _dump(document(graph)) + "\n"
 
 
-def write_json(graph: Graph, path: str | os.PathLike[str]) -> None:
-    """Write the graph's JSON document to ``path`` atomically."""
-    atomic_write(path, to_json(graph))
+def write_json(graph: Graph, path: str | os.PathLike[str], *, protect: Paths = ()) -> None:
+    """Write the graph's JSON document to ``path`` atomically (never over the ``protect``
+    files; see :func:`~nn2pgm.backends._files.atomic_write`)."""
+    atomic_write(path, to_json(graph), protect=protect)
 
 
 def document(graph: Graph) -> dict[str, Any]:
@@ -68,15 +77,17 @@ def document(graph: Graph) -> dict[str, Any]:
         try:
             nodes.append(_node_document(node))
         except _Unencodable as e:
+            if e.reason:
+                raise DocumentError(f"node {node['id']!r}: {e.field} holds {e.reason}") from None
             raise DocumentError(
                 f"node {node['id']!r}: {e.field} holds {e.describe()}, which JSON cannot "
                 "represent: store a finite number, string, boolean, null, list or dict instead"
             ) from None
     try:
-        model = _canonical(data["model"])
+        model = _canonical(data["model"], MAX_DEPTH - 1)
     except _Unencodable as e:
         raise DocumentError(
-            f"graph.model holds {e.describe()}, which JSON cannot represent"
+            f"graph.model holds {e.reason or e.describe() + ', which JSON cannot represent'}"
         ) from None
     return {
         "format": FORMAT,
@@ -90,9 +101,9 @@ def document(graph: Graph) -> dict[str, Any]:
 
 
 class _Unencodable(Exception):
-    def __init__(self, value: Any, field: str = "") -> None:
+    def __init__(self, value: Any, field: str = "", reason: str = "") -> None:
         super().__init__(field)
-        self.value, self.field = value, field
+        self.value, self.field, self.reason = value, field, reason
 
     def describe(self) -> str:
         text = repr(self.value).replace("\n", " ")
@@ -108,30 +119,41 @@ def _node_document(node: dict[str, Any]) -> dict[str, Any]:
             continue
         value = node[field]
         try:
+            room = MAX_DEPTH - 3  # the document, its nodes array and the node hold the field
             if field == "distribution":
                 params = {k: v for k, v in value.items() if k != "family"}
-                out[field] = {"family": value["family"], **_canonical(params)}
+                out[field] = {"family": value["family"], **_canonical(params, room)}
             else:
-                out[field] = _canonical(value)
+                out[field] = _canonical(value, room)
         except _Unencodable as e:
-            raise _Unencodable(e.value, field) from None
+            raise _Unencodable(e.value, field, e.reason) from None
     return out
 
 
-def _canonical(value: Any) -> Any:
-    """``value`` as JSON data: dicts with sorted string keys, tuples as lists."""
-    if value is None or isinstance(value, (str, bool, int)):
+def _canonical(value: Any, room: int = MAX_DEPTH) -> Any:
+    """``value`` as JSON data: dicts with sorted string keys, tuples as lists; refused when
+    it would break what :func:`load` reads (``room`` more levels of nesting, integers of at
+    most ``MAX_INT_DIGITS`` digits, finite floats)."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        if abs(value) >= _INT_LIMIT:
+            raise _Unencodable(value, reason=f"an integer of more than {MAX_INT_DIGITS} digits")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _Unencodable(value)
         return value
+    if isinstance(value, (list, tuple, dict)) and room <= 0:
+        raise _Unencodable(
+            value, reason=f"values nested too deep (a document nests at most {MAX_DEPTH} levels)"
+        )
     if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, room - 1) for v in value]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise _Unencodable(value)
-        return {k: _canonical(value[k]) for k in sorted(value)}
+        return {k: _canonical(value[k], room - 1) for k in sorted(value)}
     raise _Unencodable(value)
 
 
@@ -178,8 +200,11 @@ def _inline(value: Any) -> str:
     return _scalar(value)
 
 
+_SCALARS = json.JSONEncoder(ensure_ascii=True, allow_nan=False)  # json.dumps makes one a call
+
+
 def _scalar(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=True, allow_nan=False)
+    return _SCALARS.encode(value)
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -246,32 +271,198 @@ def _one_line(error: Any) -> str:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def load(source: str | os.PathLike[str]) -> Graph:
-    """Read a document (a path, or the JSON text itself) back into a :class:`Graph`.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
-    Raises :class:`DocumentError` (a ``ValueError``) with a one-line message when the document
-    is not valid JSON, breaks the schema, or does not describe a consistent graph.
+
+def load(source: str | os.PathLike[str]) -> Graph:
+    """Read a document back into a :class:`Graph`: from a file, or from the JSON text itself.
+
+    ``source`` is a path (``str`` or ``os.PathLike``) of a UTF-8 file, except that a ``str``
+    whose first character other than white space is ``{`` is the document's text (a document
+    is a JSON object; no file name starts like that in practice; :func:`loads` takes text
+    only). Raises :class:`DocumentError` with a one-line message, and no other error, whatever
+    the file or text holds: a file that cannot be read or is not a regular file, text that is
+    not UTF-8 or not valid JSON (NaN and Infinity, duplicate keys, numbers out of range,
+    integers of more than ``MAX_INT_DIGITS`` digits and nesting deeper than ``MAX_DEPTH`` are
+    refused), a document that breaks the schema, or one that does not describe a consistent
+    graph.
     """
-    if isinstance(source, str) and source.lstrip().startswith("{"):
-        name, text = "", source
-    else:
-        name = os.fspath(source)
-        with open(name, "rb") as file:
-            raw = file.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DocumentError(f"{name}: not UTF-8 text (byte {e.start})") from None
-    prefix = f"{name}: " if name else ""
+    if isinstance(source, str) and source.lstrip()[:1] == "{":
+        return loads(source)
+    name = os.fspath(source)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    return _from_text(_read_text(name), f"{name}: ")
+
+
+def loads(text: str) -> Graph:
+    """The graph of a document given as JSON text (raises :class:`DocumentError`)."""
+    if not isinstance(text, str):
+        raise DocumentError(f"a document is JSON text (str), not {type(text).__name__}")
+    return _from_text(text, "")
+
+
+def _read_text(name: str) -> str:
+    shown = _shown(name)
+    if "\0" in name:
+        raise DocumentError(
+            f"{shown} is not a file name (it holds a NUL character); a document given as text "
+            "must start with '{'"
+        )
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DocumentError(f"{prefix}not valid JSON: {e}") from None
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        hint = (
+            ""
+            if name.strip().endswith(".json")
+            else "; a document given as text must start with '{'"
+        )
+        raise DocumentError(f"cannot read {shown}: {error.strerror or error}{hint}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DocumentError(f"cannot read {shown}: not a regular file")
+        if info.st_size > MAX_DOCUMENT_BYTES:
+            raise DocumentError(
+                f"{shown} is {info.st_size} bytes, more than a document may hold "
+                f"({MAX_DOCUMENT_BYTES})"
+            )
+        with os.fdopen(os.dup(fd), "rb") as file:
+            raw = file.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as error:
+        raise DocumentError(f"cannot read {shown}: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise DocumentError(f"{shown} holds more than a document may ({MAX_DOCUMENT_BYTES} bytes)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DocumentError(f"{name}: not UTF-8 text (byte {e.start})") from None
+
+
+def _shown(name: str) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(name)} characters)"
+
+
+def _from_text(text: str, prefix: str) -> Graph:
+    try:
+        doc = _parse(text)
+    except DocumentError as e:
+        raise DocumentError(f"{prefix}{e}") from None
     try:
         validate(doc)
         return from_document(doc)
     except ValueError as e:  # DocumentError or GraphError: say which file
         raise DocumentError(f"{prefix}{e}") from None
+
+
+def _parse(text: str) -> Any:
+    """``json.loads``, refusing what JSON allows but a document cannot hold (see :func:`load`)."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark is ignored (RFC 8259, section 8.1)
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise DocumentError(f"the text holds more than a document may ({MAX_DOCUMENT_BYTES})")
+    depth = _depth(text)
+    if depth > MAX_DEPTH:
+        raise DocumentError(
+            f"arrays and objects are nested {depth} deep, more than a document may ({MAX_DEPTH})"
+        )
+    try:
+        doc = json.loads(
+            text,
+            object_pairs_hook=_object,
+            parse_int=_int,
+            parse_float=_float,
+            parse_constant=_constant,
+        )
+    except json.JSONDecodeError as e:
+        raise DocumentError(f"not valid JSON: {e}") from None
+    except RecursionError:  # the depth check above was fooled by a malformed text
+        raise DocumentError(f"not valid JSON: nested more than {MAX_DEPTH} deep") from None
+    if _SURROGATE_ESCAPE.search(text) or not _encodable(text):
+        _check_strings(doc)
+    return doc
+
+
+def _depth(text: str) -> int:
+    """How deep arrays and objects nest in ``text`` (brackets inside strings do not count)."""
+    brackets = _STRING.sub("", text).translate(_NOT_BRACKETS)
+    if not brackets:
+        return 0
+    steps = brackets.translate(_BRACKET_STEPS).encode("ascii")
+    return max(itertools.accumulate(b - 1 for b in steps))  # "[{" -> +1, "]}" -> -1
+
+
+class _AllButBrackets(dict):
+    def __missing__(self, key: int) -> None:
+        return None
+
+
+_NOT_BRACKETS = _AllButBrackets({ord(c): c for c in "[]{}"})
+_BRACKET_STEPS = str.maketrans({"[": "\x02", "{": "\x02", "]": "\x00", "}": "\x00"})
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise DocumentError(f"key {_short(key)} appears twice in one object")
+    return obj
+
+
+def _int(digits: str) -> int:
+    count = len(digits.lstrip("-"))
+    if count > MAX_INT_DIGITS:
+        raise DocumentError(
+            f"an integer has {count} digits, more than a document may hold ({MAX_INT_DIGITS})"
+        )
+    try:
+        return int(digits)
+    except ValueError:  # a lower sys.set_int_max_str_digits limit
+        raise DocumentError(f"an integer has {count} digits, more than Python reads") from None
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise DocumentError(f"the number {_short(text)} is out of range (beyond ±1.8e308)")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise DocumentError(f"{name} is not JSON: a document holds finite numbers only")
+
+
+def _short(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 40 else shown[:39] + "…"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_strings(doc: Any) -> None:
+    """Refuse strings with unpaired UTF-16 surrogates (``"\\ud800"``): not Unicode text."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and not _encodable(value):
+            raise DocumentError(
+                f"the string {_short(value)} holds an unpaired surrogate: not Unicode text"
+            )
 
 
 def from_document(doc: dict[str, Any]) -> Graph:
@@ -302,7 +493,7 @@ def from_document(doc: dict[str, Any]) -> Graph:
                 distribution=Distribution(
                     dist["family"], {k: v for k, v in dist.items() if k != "family"}
                 ),
-                shape=shape_from_json(item["shape"]),
+                shape=_shape(item),
                 dtype=item["dtype"],
                 parents=tuple(item["parents"]),
                 attrs=item.get("attrs", {}),
@@ -330,3 +521,16 @@ def from_document(doc: dict[str, Any]) -> Graph:
         return graph.validate()
     except GraphError as e:
         raise DocumentError(str(e)) from None
+
+
+def _shape(item: dict[str, Any]) -> Any:
+    """The node's shape; ``2.0`` passes the schema's "integer" but is no dimension."""
+    stack = [item["shape"]]
+    while stack:
+        dims = stack.pop()
+        for d in dims:
+            if isinstance(d, list):
+                stack.append(d)
+            elif not isinstance(d, (int, str)):
+                raise DocumentError(f"node {item['id']!r}: shape dimension {d!r} is not an integer")
+    return shape_from_json(item["shape"])

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ...ir import Graph, Node
-from .._files import atomic_write
+from .._files import OutputError, Paths, atomic_write, check_output_directory
 from . import runtime
 from .functional import csr
 from .units import DEFAULT_MAX_UNITS, Layer, PgmpyError, Plan, base_values
@@ -39,6 +39,8 @@ IDENTITIES = ("dropout", "identity", "contiguous", "clone", "detach")
 BIF_NAME = re.compile(r"[\w.-]+")  # what pgmpy's BIFReader accepts as a name
 BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "truediv": "div"}
 AFFINE = ("add", "sub", "mul", "div", "truediv", "radd", "rsub", "rmul", "rtruediv")
+# Every file name an export may write: the only names DIR may already hold (an earlier export).
+FILE_NAMES = ("model.py", "model.json", "weights.safetensors", "model.bif", "model.xmlbif")
 
 
 def _op_name(node: Node) -> str:
@@ -237,23 +239,60 @@ def files(exported: Any, name: str) -> dict[str, bytes | str]:
     return out
 
 
+def check_directory(directory: str | os.PathLike[str], protect: Paths = ()) -> None:
+    """Raise :class:`~nn2pgm.backends._files.OutputError` unless :func:`write_pgmpy` may write
+    into ``directory``: missing, empty, or an earlier export (its ``model.json`` and files of
+    :data:`FILE_NAMES` only), and neither it nor a file it would write one of ``protect``."""
+    check_output_directory(directory, FILE_NAMES, protect)
+    folder = Path(directory)
+    if not folder.is_dir() or not set(os.listdir(folder)) - {"__pycache__"}:
+        return
+    spec = folder / "model.json"
+    try:
+        with spec.open("rb") as file:
+            head = file.read(64) if spec.is_file() else b""
+    except OSError:
+        head = b""
+    if not head.startswith(b'{\n "format": "nn2pgm.pgmpy"'):
+        raise OutputError(
+            f"cannot write {folder}: it holds files but no earlier pgmpy export of nn2pgm "
+            "(model.json); give a new or empty directory"
+        )
+
+
 def write_pgmpy(
     graph: Graph,
     directory: str | os.PathLike[str],
     *,
     kind: str = "auto",
     max_units: int = DEFAULT_MAX_UNITS,
+    protect: Paths = (),
 ) -> Any:
-    """Write ``graph`` as a standalone pgmpy model into ``directory`` (created if missing);
-    return the :class:`~nn2pgm.backends.pgmpy.Export`. Nothing is written when it fails."""
+    """Write ``graph`` as a standalone pgmpy model into ``directory``; return the
+    :class:`~nn2pgm.backends.pgmpy.Export`. Nothing is written when it fails.
+
+    ``directory`` is created if missing; an existing one must be empty or hold an earlier
+    export only (files of :data:`FILE_NAMES`, and ``__pycache__``), whose files are replaced
+    and whose files the new export does not write are removed. Neither the directory nor a
+    file written into it may be one of the ``protect`` files (those the conversion read):
+    :class:`~nn2pgm.backends._files.OutputError` otherwise.
+    """
     from . import export
 
+    protect = tuple(protect)
+    check_directory(directory, protect)
     exported = export(graph, kind=kind, max_units=max_units)
     contents = files(exported, graph.model.get("name") or "network")
     folder = Path(directory)
-    if folder.exists() and not folder.is_dir():
-        raise PgmpyError(f"{folder} exists and is not a directory: --to pgmpy writes a directory")
-    folder.mkdir(parents=True, exist_ok=True)
+    check_directory(folder, protect)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot write {folder}: {error.strerror or error}") from None
     for name, data in contents.items():
-        atomic_write(folder / name, data)
+        atomic_write(folder / name, data, protect=protect)
+    for name in set(FILE_NAMES) - contents.keys():  # an earlier export of another kind
+        stale = folder / name
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
     return exported
