@@ -1,0 +1,112 @@
+"""Distribution families: one sampler per family, shared by the executor (through the
+``family::<Name>`` ops), the check and the pgmpy runtime.
+
+``family::Normal(loc=..., scale=..., shape=[...])`` draws a tensor of ``shape`` (parameters
+broadcast to it). Parameters are tensors or numbers; ``shape`` holds the node's shape with the
+number of samples filled in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Family:
+    """A distribution family: its parameter names and a sampler ``(shape, **params) -> x``."""
+
+    name: str
+    params: tuple[str, ...]
+    sampler: Callable[..., torch.Tensor]
+
+    def sample(self, shape: Any, **params: Any) -> torch.Tensor:
+        """Draw one tensor of ``shape``; refuses parameters the family does not have."""
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ValueError(f"{self.name} has no parameter {unknown[0]!r}")
+        return self.sampler(tuple(shape), **params)
+
+
+def _as_tensor(value: Any, shape: tuple) -> torch.Tensor:
+    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    return t.to(torch.float32 if not t.is_floating_point() else t.dtype).expand(shape)
+
+
+def _normal(shape: tuple, loc: Any = 0.0, scale: Any = 1.0) -> torch.Tensor:
+    loc, scale = _as_tensor(loc, shape), _as_tensor(scale, shape)
+    return loc + scale * torch.randn(shape, dtype=loc.dtype)
+
+
+def _log_normal(shape: tuple, loc: Any = 0.0, scale: Any = 1.0) -> torch.Tensor:
+    return _normal(shape, loc, scale).exp()
+
+
+def _uniform(shape: tuple, low: Any = 0.0, high: Any = 1.0) -> torch.Tensor:
+    low, high = _as_tensor(low, shape), _as_tensor(high, shape)
+    return low + (high - low) * torch.rand(shape, dtype=low.dtype)
+
+
+def _bernoulli(shape: tuple, probs: Any = None, logits: Any = None) -> torch.Tensor:
+    p = torch.sigmoid(_as_tensor(logits, shape)) if probs is None else _as_tensor(probs, shape)
+    return torch.bernoulli(p.contiguous())
+
+
+def _categorical(shape: tuple, probs: Any = None, logits: Any = None) -> torch.Tensor:
+    """Category indices of ``shape``; the parameters have one more (last) dimension."""
+    p = torch.softmax(logits, -1) if probs is None else probs
+    p = p.expand(*shape, p.shape[-1]).reshape(-1, p.shape[-1])
+    return torch.multinomial(p, 1, replacement=True).reshape(shape)
+
+
+def _gamma(shape: tuple, concentration: Any = 1.0, rate: Any = 1.0) -> torch.Tensor:
+    alpha = _as_tensor(concentration, shape)
+    return torch._standard_gamma(alpha.contiguous()) / _as_tensor(rate, shape)
+
+
+def _exponential(shape: tuple, rate: Any = 1.0) -> torch.Tensor:
+    return torch.empty(shape).exponential_() / _as_tensor(rate, shape)
+
+
+def _poisson(shape: tuple, rate: Any = 1.0) -> torch.Tensor:
+    return torch.poisson(_as_tensor(rate, shape).contiguous())
+
+
+def _cauchy(shape: tuple, loc: Any = 0.0, scale: Any = 1.0) -> torch.Tensor:
+    return _as_tensor(loc, shape) + _as_tensor(scale, shape) * torch.empty(shape).cauchy_()
+
+
+def _laplace(shape: tuple, loc: Any = 0.0, scale: Any = 1.0) -> torch.Tensor:
+    return torch.distributions.Laplace(_as_tensor(loc, shape), _as_tensor(scale, shape)).sample()
+
+
+FAMILIES = {
+    f.name: f
+    for f in (
+        Family("Normal", ("loc", "scale"), _normal),
+        Family("LogNormal", ("loc", "scale"), _log_normal),
+        Family("Uniform", ("low", "high"), _uniform),
+        Family("Bernoulli", ("probs", "logits"), _bernoulli),
+        Family("Categorical", ("probs", "logits"), _categorical),
+        Family("Gamma", ("concentration", "rate"), _gamma),
+        Family("Exponential", ("rate",), _exponential),
+        Family("Poisson", ("rate",), _poisson),
+        Family("Cauchy", ("loc", "scale"), _cauchy),
+        Family("Laplace", ("loc", "scale"), _laplace),
+    )
+}
+
+
+def lookup(name: str) -> Callable[..., torch.Tensor] | None:
+    """``family::Normal`` -> a callable ``(shape=..., **params)`` drawing from it."""
+    family = FAMILIES.get(name.removeprefix("family::"))
+    if family is None:
+        return None
+
+    def draw(*, shape: Any, **params: Any) -> torch.Tensor:
+        return family.sample(shape, **params)
+
+    return draw
