@@ -142,6 +142,7 @@ class Graph:
         self.outputs: list[str] = []
         self.model: dict[str, Any] = dict(model or {})
         self.edge_kinds: dict[tuple[str, str], str] = {}
+        self._order: tuple[list[str], nx.DiGraph] | None = None  # __iter__'s, until a change
 
     # -- building ---------------------------------------------------------------------------
     def add(self, node: Node) -> Node:
@@ -153,6 +154,7 @@ class Graph:
                 raise GraphError(f"node {node.id!r} reads {parent!r}, which is not in the graph")
         self.dag.add_node(node.id, node=node)
         self.dag.add_edges_from((p, node.id) for p in node.parents)
+        self._order = None
         return node
 
     def remove(self, node_id: str) -> None:
@@ -160,6 +162,7 @@ class Graph:
         if any(True for _ in self.dag.successors(node_id)):
             raise GraphError(f"cannot remove {node_id!r}: other nodes read it")
         self.dag.remove_node(node_id)
+        self._order = None
 
     def set_parents(self, node_id: str, parents: Iterable[str]) -> None:
         """Replace a node's parents (its CPD arguments) and the matching edges."""
@@ -167,6 +170,7 @@ class Graph:
         self.dag.remove_edges_from([(p, node_id) for p in node.parents])
         node.parents = tuple(dict.fromkeys(parents))
         self.dag.add_edges_from((p, node_id) for p in node.parents)
+        self._order = None
 
     def rename(self, old: str, new: str) -> None:
         """Give node ``old`` the id ``new`` everywhere (parents, parameters, inputs/outputs)."""
@@ -176,6 +180,7 @@ class Graph:
         children = self.children(old)
         self.dag = nx.relabel_nodes(self.dag, {old: new}, copy=True)  # keeps node order
         node.id = new
+        self._order = None
         for child_id in children:
             child = self[child_id]
             child.parents = tuple(new if p == old else p for p in child.parents)
@@ -203,9 +208,13 @@ class Graph:
         return self.dag.number_of_nodes()
 
     def __iter__(self) -> Iterator[Node]:
-        """Nodes in a deterministic topological order (insertion order breaks ties)."""
-        order = {n: i for i, n in enumerate(self.dag.nodes)}
-        for node_id in nx.lexicographical_topological_sort(self.dag, key=order.__getitem__):
+        """Nodes in a deterministic topological order (insertion order breaks ties); the order
+        is computed once per change of the graph."""
+        if self._order is None or self._order[1] is not self.dag:
+            rank = {n: i for i, n in enumerate(self.dag.nodes)}
+            ids = list(nx.lexicographical_topological_sort(self.dag, key=rank.__getitem__))
+            self._order = (ids, self.dag)
+        for node_id in self._order[0]:
             yield self[node_id]
 
     def edges(self) -> list[tuple[str, str]]:

@@ -9,6 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Fuzz tests (tests/test_fuzz*.py): the default profile is small and derandomized (the same
+# examples in every run, seconds in all); `--hypothesis-profile long` runs hundreds per test.
+_FUZZ = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
+settings.register_profile("default", max_examples=60, derandomize=True, **_FUZZ)
+settings.register_profile("long", max_examples=250, derandomize=False, **_FUZZ)
+settings.load_profile("default")
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -33,6 +33,7 @@ from onnx import TensorProto
 
 from .. import limits
 from ..errors import Nn2pgmError
+from ..executor import ExecutionError
 from ..ir import (
     DETERMINISTIC,
     STOCHASTIC,
@@ -519,9 +520,12 @@ def _infer(
             shape.ClearField("dim")
             for d in dims[value.name]:
                 shape.dim.add().dim_value = d
-    inferred = onnx.shape_inference.infer_shapes(
-        model, check_type=True, strict_mode=True, data_prop=data_prop
-    )
+    try:
+        inferred = onnx.shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=data_prop
+        )
+    except ValueError as error:  # onnx refusing a dtype before inference: the same failure
+        raise onnx.shape_inference.InferenceError(str(error)) from None
     info: dict[str, tuple] = {}
     for value in _value_infos(inferred.graph):
         kind = value.type.WhichOneof("value")
@@ -760,7 +764,8 @@ def _embedding_sizes(model: OnnxModel) -> dict[str, int]:
         if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] in model.inputs:
             table = model.shapes.get(node.input[0])
             axis = onnx_ops.attribute_values(node).get("axis", 0)
-            if table and isinstance(table[axis], int):
+            inside = isinstance(axis, int) and -len(table or ()) <= axis < len(table or ())
+            if table and inside and isinstance(table[axis], int):  # else refused when built
                 name = node.input[1]
                 sizes[name] = min(sizes.get(name, table[axis]), table[axis])
     return sizes
@@ -936,6 +941,28 @@ class _Op:
         result = self.impl.fn(*args, **self.kwargs)
         return result if isinstance(result, tuple) else (result,)
 
+    def execute(self, args: list[Any]) -> tuple:
+        """:meth:`run` on the values of a sample: values the op is not defined on name the
+        node."""
+        try:
+            return self.run(args)
+        except onnx_ops.BadValues as error:
+            raise ExecutionError(
+                f"node {_label(self.node)} cannot run on the values it was given: {error}"
+            ) from None
+
+    def fold(self, args: list[Any]) -> tuple:
+        """:meth:`run` on values the file holds (constants, shapes): a failure is the model's."""
+        try:
+            return self.run(args)
+        except Nn2pgmError:
+            raise
+        except FOLD_ERRORS as error:  # torch refusing the file's values or attributes
+            raise SourceError(
+                f"node {_label(self.node)} cannot be computed from its constant inputs and "
+                f"attributes: {_first_line(error)}"
+            ) from None
+
 
 BROADCASTING = frozenset(
     "Add Sub Mul Div Pow Mod Where Max Min Sum Mean And Or Xor Equal Less Greater LessOrEqual "
@@ -1035,6 +1062,10 @@ def _resize_elements(x: tuple[int, ...], args: list[Any], kwargs: dict[str, Any]
     return limits.elements(math.floor(d * float(s)) for d, s in zip(x, scales))
 
 
+# What torch raises on impossible values or attributes (an index out of range, a shape that
+# does not fit, a float where an int belongs).
+FOLD_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError)
+
 Getter = Callable[[list, Any, int], Any]  # (parents' values, values inside the node, samples)
 
 
@@ -1095,6 +1126,7 @@ class _Builder:
             domain = "" if node.domain == "ai.onnx" else node.domain
             impl = onnx_ops.lookup(domain, node.op_type, self.m.opsets.get(domain, 1))
             kwargs = {} if node.op_type == "Gradient" else onnx_ops.attribute_values(node)
+            _check_axes(node, kwargs, self.m.shapes)
             reason = onnx_ops.UNSUPPORTED_REASONS.get(node.op_type)
             if impl is not None and impl.unsupported is not None:
                 reason = impl.unsupported(kwargs)
@@ -1128,9 +1160,9 @@ class _Builder:
         if condition in self.opaque:
             return False
         if condition in self.const:
-            taken = {bool(self.const[condition].get())}
+            taken = {_truth(self.const[condition].get(), node)}
         elif condition in self.per_batch:  # the same for every number of samples?
-            taken = {bool(self.per_batch[condition](n)) for n in (1, *TRACE_BATCHES)}
+            taken = {_truth(self.per_batch[condition](n), node) for n in (1, *TRACE_BATCHES)}
         else:
             return False
         if len(taken) != 1:
@@ -1206,7 +1238,7 @@ class _Builder:
 
     def _fold(self, op: _Op) -> None:
         names = list(op.node.input)
-        whole = _Lazy(lambda: op.run([self.const[i].get() if i else None for i in names]))
+        whole = _Lazy(lambda: op.fold([self.const[i].get() if i else None for i in names]))
         sources = frozenset().union(*(self.made_of.get(i, frozenset()) for i in names if i))
         opaque = op.impl is None or any(i in self.opaque for i in names)
         for k, out in enumerate(op.node.output):
@@ -1242,7 +1274,7 @@ class _Builder:
                 return None
             return self.per_batch[name](n) if name in self.per_batch else self.const[name].get()
 
-        whole = _PerBatch(lambda n: op.run([value(i, n) for i in names]))
+        whole = _PerBatch(lambda n: op.fold([value(i, n) for i in names]))
         opaque = op.impl is None or any(i in self.opaque for i in names)
         for k, out in enumerate(op.node.output):
             if out:
@@ -1451,7 +1483,7 @@ class _Builder:
         def apply(values: list, n: int) -> Any:
             mask = values[mask_at]
             y = read(values, None, n) * mask * scale
-            found = {op.node.output[0]: y, op.node.output[-1]: mask.bool()}
+            found = {op.node.output[-1]: mask.bool(), op.node.output[0]: y}  # y if one
             return found[outs[0]] if len(outs) == 1 else tuple(found[o] for o in outs)
 
         self.graph.add(
@@ -1522,7 +1554,7 @@ class _Builder:
         if op.node.op_type == "Gradient":
             return self.gradient_step(op, made, position)
         getters = [self.getter(i, made, position) for i in op.node.input]
-        return lambda values, local, n: op.run([g(values, local, n) for g in getters])
+        return lambda values, local, n: op.execute([g(values, local, n) for g in getters])
 
     def gradient_step(self, op: _Op, made: set[str], position: dict[str, int]) -> Getter:
         """``Gradient``: d y / d xs, recomputing the ops between ``xs`` and ``y`` in torch."""
@@ -1585,6 +1617,41 @@ class _Builder:
             )
         )
         return node_id
+
+
+AXES_OF_OUTPUT = {"Unsqueeze", "OneHot"}  # their axes count the output's dimensions
+
+
+def _check_axes(node: onnx.NodeProto, kwargs: dict[str, Any], shapes: dict) -> None:
+    """Refuse an ``axis``/``axes`` attribute outside the dimensions of the node's (first)
+    input, where its rank is known: onnx's checker lets any integer through."""
+    standard = node.domain in ("", "ai.onnx") and node.op_type not in AXES_OF_OUTPUT
+    shape = shapes.get(node.input[0]) if node.input and standard else None
+    if shape is None:
+        return
+    rank = len(shape) + (node.op_type == "Flatten")  # Flatten's axis may be the rank itself
+    axes = kwargs.get("axes", [])
+    axes = axes if isinstance(axes, list) else []
+    for axis in [kwargs.get("axis", 0), *axes]:
+        if isinstance(axis, int) and not -max(rank, 1) <= axis < max(rank, 1):
+            raise SourceError(
+                f"node {_label(node)}: axis {axis} is outside the {len(shape)} dimensions of "
+                f"its input {node.input[0]!r}: not a valid model"
+            )
+    if all(isinstance(a, int) for a in axes) and len({a % max(rank, 1) for a in axes}) != len(axes):
+        raise SourceError(
+            f"node {_label(node)}: its axes {axes} name a dimension twice: not a valid model"
+        )
+
+
+def _truth(value: Any, node: onnx.NodeProto) -> bool:
+    """The one boolean of an If's constant condition."""
+    count = value.numel() if isinstance(value, torch.Tensor) else np.size(value)
+    if count != 1:
+        raise SourceError(
+            f"node {_label(node)}: its condition holds {count} values; an If reads one boolean"
+        )
+    return bool(value.reshape(-1)[0] if isinstance(value, torch.Tensor) else np.ravel(value)[0])
 
 
 def _op_attrs(node: onnx.NodeProto) -> dict[str, Any]:
@@ -1774,6 +1841,7 @@ class OnnxReference(torch.nn.Module):
                 elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(model.dtypes[out]))
                 proto.graph.input.append(onnx.helper.make_tensor_value_info(out, elem, None))
         self.path = model.path
+        self.proto, self.inputs = model.proto, list(model.inputs)  # the model as written
         self.runtime, self.run = _session(proto, model.path)
 
     def forward(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -1784,7 +1852,14 @@ class OnnxReference(torch.nn.Module):
                 from ..executor import Executor
 
                 state = torch.get_rng_state()
-                env = Executor(self.sampler).sample(inputs, keep="all")
+                try:
+                    env = Executor(self.sampler).sample(inputs, keep="all")
+                except Nn2pgmError:
+                    raise
+                except RuntimeError:  # torch fails where the noise is drawn: does the model?
+                    torch.set_rng_state(state)
+                    self._refuse_if_unrunnable(feeds)
+                    raise  # the model runs: a bug of nn2pgm's
                 torch.set_rng_state(state)
                 for out, (node_id, index) in self.noise.items():
                     value = env[node_id] if index is None else env[node_id][index]
@@ -1797,6 +1872,18 @@ class OnnxReference(torch.nn.Module):
                     f"{_shapes_text(feeds)} ({_first_line(error)})"
                 ) from None
             return [torch.from_numpy(np.asarray(v)) for v in outputs]
+
+    def _refuse_if_unrunnable(self, feeds: dict[str, Any]) -> None:
+        """Raise the runtime's error if the model as written (its random ops drawing their own
+        noise) cannot run on the inputs in ``feeds``."""
+        runtime, run = _session(self.proto, self.path)
+        try:
+            run({name: feeds[name] for name in self.inputs})
+        except Exception as error:  # noqa: BLE001 - the runtime's own message, one line
+            raise SourceError(
+                f"{self.path}: {runtime} cannot run the model on inputs of shapes "
+                f"{_shapes_text(feeds)} ({_first_line(error)})"
+            ) from None
 
 
 def _drop_in_branches(graph: onnx.GraphProto, outputs: set[str]) -> None:

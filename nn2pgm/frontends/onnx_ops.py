@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from onnx import AttributeProto, TensorProto, numpy_helper
 
+from ..errors import Nn2pgmError
+
 TRAINING_DOMAIN = "ai.onnx.preview.training"
 
 TORCH_DTYPES: dict[int, torch.dtype] = {
@@ -67,6 +69,11 @@ UNSUPPORTED_REASONS = {
     "Loop": "control-flow subgraphs are not compiled",
     "Scan": "control-flow subgraphs are not compiled",
 }
+
+
+class BadValues(Nn2pgmError, ValueError):
+    """An op's input values lie outside what it is defined on (a probability above 1): the
+    model's, on the inputs it was given; the caller adds the node's name."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,8 @@ def tensor_value(proto: TensorProto) -> torch.Tensor | np.ndarray:
         name = TensorProto.DataType.Name(proto.data_type)
         raise NotImplementedError(f"tensor {proto.name!r} has type {name}, which torch lacks")
     if proto.HasField("raw_data") and dtype.itemsize * math.prod(proto.dims) == len(proto.raw_data):
+        if not proto.raw_data:  # no element: torch.frombuffer refuses an empty buffer
+            return torch.zeros(tuple(proto.dims), dtype=dtype)
         flat = torch.frombuffer(bytearray(proto.raw_data), dtype=dtype)
         return flat.reshape(tuple(proto.dims))
     array = numpy_helper.to_array(proto)
@@ -376,6 +385,8 @@ def _clip_attrs(x, *, min=-3.4028234663852886e38, max=3.4028234663852886e38):  #
 
 @op("Clip", 11)
 def _clip_inputs(x, low=None, high=None):
+    if low is None and high is None:  # no bound: the identity (torch.clamp wants one)
+        return x
     return torch.clamp(x, scalar(low), scalar(high))
 
 
@@ -1158,9 +1169,17 @@ def _prod(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor
     return x if keepdim else x.squeeze(dims)
 
 
+def _mean(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
+    if x.is_floating_point() or x.is_complex():
+        return x.mean(dims, keepdim=keepdim)
+    count = math.prod(x.shape[d] for d in dims) if dims else x.numel()  # integers: as
+    total = x.sum(dims, keepdim=keepdim, dtype=torch.int64)  # onnxruntime, the sum divided
+    return torch.div(total, max(count, 1), rounding_mode="trunc").to(x.dtype)  # and truncated
+
+
 REDUCTIONS: dict[str, tuple[int, Callable[[torch.Tensor, tuple, bool], torch.Tensor]]] = {
     "ReduceSum": (13, lambda x, d, k: x.sum(d, keepdim=k)),
-    "ReduceMean": (18, lambda x, d, k: x.mean(d, keepdim=k)),
+    "ReduceMean": (18, _mean),
     "ReduceMax": (18, lambda x, d, k: x.amax(d, keepdim=k)),
     "ReduceMin": (18, lambda x, d, k: x.amin(d, keepdim=k)),
     "ReduceProd": (18, _prod),
@@ -1455,6 +1474,8 @@ def _random_uniform_like(x, *, dtype=None, high=1.0, low=0.0, seed=None):
 
 @op("Bernoulli", 15)
 def _bernoulli(p, *, dtype=None, seed=None):
+    if not bool(((p >= 0) & (p <= 1)).all()):
+        raise BadValues("Bernoulli probabilities must lie in [0, 1]")
     return torch.bernoulli(p).to(p.dtype if dtype is None else TORCH_DTYPES[dtype])
 
 

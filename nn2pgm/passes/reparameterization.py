@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..ir import STOCHASTIC, Distribution, Graph, Node
+from ..ir import STOCHASTIC, Distribution, Graph, Node, is_tuple_shape
 
 PRODUCTS = {"mul", "mul_"}
 SUMS = {"add", "add_"}
@@ -52,6 +52,8 @@ def find_reparameterizations(graph: Graph) -> list[tuple[str, str, str, str, str
         (mu,) = [p for p in total.parents if p != product.id] or [None]
         if mu is None or mu == eps.id:
             continue
+        if is_tuple_shape(graph[mu].shape) or is_tuple_shape(graph[sigma].shape):
+            continue  # μ or σ is one output of a node of several (an ONNX Split): kept as is
         found.append((eps.id, product.id, total.id, mu, sigma))
     return found
 
