@@ -597,3 +597,14 @@ def test_structurally_mutated_onnx_models_convert_or_fail_in_one_line(data):
 @given(structural_mutants())
 def test_structurally_mutated_onnx_models_check_or_fail_in_one_line(data):
     run_mutant(data, check=True)
+
+
+# JSON: mutated documents of real models through ``nn2pgm.load`` (tests/fuzz_json.py), run
+# from this file so that one command fuzzes both formats.
+from tests.fuzz_json import (  # noqa: E402, F401
+    json_folder,
+    test_byte_edits_of_a_file_load_or_raise_document_error,
+    test_deep_huge_non_finite_and_duplicate_values_load_or_raise_document_error,
+    test_structurally_mutated_documents_load_or_raise_document_error,
+    test_text_edits_load_or_raise_document_error,
+)

@@ -36,7 +36,7 @@ def original(spec: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def json_folder(tmp_path_factory):
     """Where the mutated bytes are written; the fixture models converted up front."""
     for spec in SPECS:
         original(spec)
@@ -274,30 +274,32 @@ def _mutate(doc: Any, data: st.DataObject, kinds: list[str] = STRUCTURAL) -> Any
 
 
 @given(spec=st.sampled_from(SPECS), data=st.data())
-def test_structurally_mutated_documents_load_or_raise_document_error(folder, spec, data):
+def test_structurally_mutated_documents_load_or_raise_document_error(json_folder, spec, data):
     doc: Any = json.loads(original(spec))
     for _ in range(data.draw(st.integers(1, 4), label="mutations")):
         doc = _mutate(doc, data)
-    check_document(doc, spec, folder, data)
+    check_document(doc, spec, json_folder, data)
 
 
 @given(spec=st.sampled_from(SPECS), data=st.data())
-def test_deep_huge_non_finite_and_duplicate_values_load_or_raise_document_error(folder, spec, data):
+def test_deep_huge_non_finite_and_duplicate_values_load_or_raise_document_error(
+    json_folder, spec, data
+):
     doc: Any = json.loads(original(spec))
     doc = _mutate(doc, data, ["raw"])
     for _ in range(data.draw(st.integers(0, 2), label="more mutations")):
         doc = _mutate(doc, data)
-    check_document(doc, spec, folder, data)
+    check_document(doc, spec, json_folder, data)
 
 
-def check_document(doc: Any, spec: str, folder: Path, data: st.DataObject) -> None:
+def check_document(doc: Any, spec: str, json_folder: Path, data: st.DataObject) -> None:
     text = dumps(doc, ensure_ascii=data.draw(st.booleans(), label="ascii"))
     if isinstance(doc, dict):
         assert text.startswith("{")
     result = (
         outcome(text)
         if text.startswith("{")
-        else outcome_of_bytes(text.encode("utf-8", "surrogatepass"), folder)
+        else outcome_of_bytes(text.encode("utf-8", "surrogatepass"), json_folder)
     )
     if doc == json.loads(original(spec)):
         assert result == "graph"
@@ -361,9 +363,9 @@ def _edit_bytes(raw: bytes, data: st.DataObject) -> bytes:
     return raw[:i] + bytes([value]) + raw[i + 1 :]
 
 
-def outcome_of_bytes(raw: bytes, folder: Path) -> str:
+def outcome_of_bytes(raw: bytes, json_folder: Path) -> str:
     """:func:`outcome` of a file holding ``raw``."""
-    fd, path = tempfile.mkstemp(suffix=".json", dir=folder)
+    fd, path = tempfile.mkstemp(suffix=".json", dir=json_folder)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(raw)
@@ -373,20 +375,20 @@ def outcome_of_bytes(raw: bytes, folder: Path) -> str:
 
 
 @given(spec=st.sampled_from(SPECS), data=st.data())
-def test_text_edits_load_or_raise_document_error(folder, spec, data):
+def test_text_edits_load_or_raise_document_error(json_folder, spec, data):
     text = original(spec)
     for _ in range(data.draw(st.integers(1, 3), label="text edits")):
         text = _edit_text(text, data)
     if text.lstrip().startswith("{"):
         outcome(text)  # the text itself
-    outcome_of_bytes(text.encode("utf-8", "surrogatepass"), folder)  # and as a file
+    outcome_of_bytes(text.encode("utf-8", "surrogatepass"), json_folder)  # and as a file
 
 
 @given(spec=st.sampled_from(SPECS), data=st.data())
-def test_byte_edits_of_a_file_load_or_raise_document_error(folder, spec, data):
+def test_byte_edits_of_a_file_load_or_raise_document_error(json_folder, spec, data):
     raw = original(spec).encode()
     if data.draw(st.booleans(), label="byte-order mark"):
         raw = b"\xef\xbb\xbf" + raw
     for _ in range(data.draw(st.integers(1, 3), label="byte edits")):
         raw = _edit_bytes(raw, data)
-    outcome_of_bytes(raw, folder)  # invalid UTF-8, control bytes, broken tokens
+    outcome_of_bytes(raw, json_folder)  # invalid UTF-8, control bytes, broken tokens
