@@ -6,13 +6,13 @@ values (for a ``Delta`` CPD, computed), unless ``do`` fixes it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from .errors import Nn2pgmError
-from .ir import Graph
+from .ir import Graph, Node
 
 
 class ExecutionError(Nn2pgmError, RuntimeError):
@@ -36,6 +36,7 @@ class Executor:
             if mutated and (last_use.get(mutated, -1) > step or mutated in graph.outputs):
                 self.copy_before[step] = mutated
         self.last_use = last_use
+        self.functions = {node.id: cpd_function(graph, node) for node in self.order}
 
     def sample(
         self,
@@ -62,7 +63,7 @@ class Executor:
                     env[node.id] = do[node.id]
                 elif node.id in evidence:
                     env[node.id] = evidence[node.id]
-                elif node.evaluate is None:
+                elif self.functions[node.id] is None:
                     raise ExecutionError(
                         f"node {node.id!r} ({node.op}) has no value: give it as evidence or do="
                     )
@@ -72,7 +73,7 @@ class Executor:
                     if mutated is not None:
                         at = node.parents.index(mutated)
                         values[at] = values[at].clone()
-                    env[node.id] = node.evaluate(values, n)
+                    env[node.id] = self.functions[node.id](values, n)
                 if not keep_all:
                     for parent in node.parents:
                         if self.last_use.get(parent) == step and parent not in outputs:
@@ -80,6 +81,17 @@ class Executor:
         if keep_all:
             return env
         return {o: env[o] for o in self.graph.outputs}
+
+
+def cpd_function(graph: Graph, node: Node) -> Callable[[list, int], Any] | None:
+    """The node's CPD as a function (parent values, number of samples) -> value: its program
+    compiled against the graph's tensors, else (graphs built in this process by code that has
+    no program yet) its runtime function; None for an input."""
+    if node.program is not None:
+        from .ops.program import compile_program
+
+        return compile_program(node.program, graph.tensors)
+    return node.evaluate
 
 
 def _rows(evidence: Mapping[str, Any], do: Mapping[str, Any], graph: Graph) -> int:

@@ -79,6 +79,9 @@ class Node:
     dtype: str = "float32"
     parents: tuple[str, ...] = ()
     attrs: dict[str, Any] = field(default_factory=dict)
+    # The CPD as plain data: calls into the op table (see nn2pgm.ops.program), None for inputs
+    # and for graphs read from a structure-only document.
+    program: dict[str, Any] | None = None
     # Runtime only: how to compute (or sample) the value; not part of equality or JSON.
     evaluate: Evaluate | None = None
     # Runtime only: the torch.nn.Module (or other object) holding this node's weights.
@@ -99,6 +102,7 @@ class Node:
             "dtype": self.dtype,
             "parents": list(self.parents),
             **({"attrs": self.attrs} if self.attrs else {}),
+            **({"program": self.program} if self.program is not None else {}),
         }
 
     def __eq__(self, other: object) -> bool:
@@ -142,6 +146,9 @@ class Graph:
         self.outputs: list[str] = []
         self.model: dict[str, Any] = dict(model or {})
         self.edge_kinds: dict[tuple[str, str], str] = {}
+        # Tensors the programs read by key (weights, buffers, folded constants): written beside
+        # a JSON document as safetensors.
+        self.tensors: dict[str, Any] = {}
         self._order: tuple[list[str], nx.DiGraph] | None = None  # __iter__'s, until a change
 
     # -- building ---------------------------------------------------------------------------
