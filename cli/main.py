@@ -68,6 +68,13 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         help="refuse any tensor of more than N elements, checked before it is made "
         "(default 2**28 = 268435456)",
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up after SECONDS (exit 2, naming the stage: importing, building, tracing, "
+        "checking, ...); default: no limit",
+    )
 
 
 def _depth_option(parser: argparse.ArgumentParser) -> None:
@@ -196,10 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
-    from nn2pgm.frontends.sources import parse_input_shape
+    from nn2pgm.frontends.sources import parse_input_shapes
 
-    shapes = dict(parse_input_shape(text) for text in args.input_shape)
-    return shapes or None
+    return parse_input_shapes(args.input_shape) or None
 
 
 def _convert_options(args: argparse.Namespace) -> dict:
@@ -298,8 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         from nn2pgm import limits
+        from nn2pgm.guard import deadline
 
-        with limits.limited(args.max_elements):
+        if args.timeout is not None and not 0 < args.timeout <= 10**7:
+            raise UsageError("--timeout must be a positive number of seconds")
+        what = f"running nn2pgm {args.command}"
+        with limits.limited(args.max_elements), deadline(args.timeout, what):
             return run(args)
     except Nn2pgmError as error:
         print(f"nn2pgm: error: {_one_line(error)}", file=sys.stderr)

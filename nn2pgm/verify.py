@@ -7,6 +7,12 @@ Two tests, on random inputs of each input's dtype and range:
 - **free sampling** (in distribution, for graphs with latent variables): both sides sample with
   independent noise on the same inputs; per output coordinate a two-sample Kolmogorov–Smirnov
   test, Bonferroni-corrected over all coordinates tested, must not reject at ``alpha``.
+
+Values that are not finite are reported, never compared as numbers (NaN == NaN is no
+agreement): a network output that is NaN on the random inputs means the check can say nothing
+(:class:`CheckError`, exit 2); ``inf`` in the network's output must be matched by the same
+``inf`` in the graph's; a graph output that is NaN or infinite where the network's is finite
+fails the check, naming the first node where the graph's values stop being finite.
 """
 
 from __future__ import annotations
@@ -19,10 +25,17 @@ from typing import Any
 import torch
 
 from . import limits
+from .errors import Nn2pgmError
 from .executor import Executor
+from .guard import user_code
 from .ir import STOCHASTIC, Graph
 
 MAX_COORDINATES = 256  # coordinates per output tested in distribution
+
+
+class CheckError(Nn2pgmError, ValueError):
+    """The check cannot compare anything (the network's own outputs are not numbers, it has
+    no values, or it returns another number of outputs than the graph)."""
 
 
 @dataclass
@@ -36,6 +49,7 @@ class OutputReport:
     ks_statistic: float | None = None
     ks_p_value: float | None = None  # smallest per-coordinate p-value
     coordinates: int = 0
+    note: str = ""  # why the output failed when it is not a number (non-finite values)
 
 
 @dataclass
@@ -68,7 +82,9 @@ class CheckReport:
     @property
     def passed_distribution(self) -> bool:
         p = self.corrected_p_value
-        return p is None or p >= self.alpha
+        # a note on an output that agrees exactly comes from free sampling (NaN or inf there)
+        freely_not_finite = any(o.note and o.max_rel <= self.rtol for o in self.outputs)
+        return (p is None or p >= self.alpha) and not freely_not_finite
 
     @property
     def passed(self) -> bool:
@@ -85,7 +101,8 @@ class CheckReport:
             line = f"{o.name:<{width}}  {o.max_abs:12.3e}  {o.max_rel:12.3e}"
             if self.latents:
                 line += f"  {o.ks_statistic or 0.0:8.4f}  {o.ks_p_value or 1.0:9.3e}"
-            out.append(line + ("  pass" if o.passed else "  FAIL"))
+            note = f" ({o.note})" if o.note else ""
+            out.append(line + ("  pass" if o.passed else "  FAIL") + note)
         exact = "pass" if self.passed_exact else "FAIL"
         if self.latents:
             out.append(
@@ -180,6 +197,25 @@ def check_graph(
     graph: Graph,
     reference: Callable[..., Any],
     examples: dict[str, torch.Tensor],
+    **options: Any,
+) -> CheckReport:
+    """Compare ``graph`` with the network ``reference`` on ``samples`` random inputs; the graph
+    is sampled by the executor, or by ``pgmpy_model``'s own simulate when one is given.
+    Options: ``samples`` (100), ``seed`` (0), ``rtol`` (1e-5), ``alpha`` (0.01), ``chunk``
+    (16), ``pgmpy_model``."""
+    name = graph.model.get("name") or type(reference).__name__
+    if isinstance(reference, torch.nn.Module):
+        from .frontends.sources import refuse_meta
+
+        refuse_meta(reference, name)
+    with user_code(f"checking {name}"):
+        return _check_graph(graph, reference, examples, **options)
+
+
+def _check_graph(
+    graph: Graph,
+    reference: Callable[..., Any],
+    examples: dict[str, torch.Tensor],
     *,
     samples: int = 100,
     seed: int = 0,
@@ -217,6 +253,8 @@ def check_graph(
     worst = {o: [0.0, 0.0] for o in graph.outputs}
     drawn: dict[str, list[list[torch.Tensor]]] = {o: [[], []] for o in graph.outputs}
     columns: dict[str, torch.Tensor] = {}
+    sizes: dict[str, int] = {}  # coordinates per sample of each output, from the first run
+    notes: dict[str, str] = {}  # outputs whose graph values are not finite where they must be
     done = step = 0
     while done < samples:
         n = chunk if isinstance(batch, int) else min(chunk, samples - done)
@@ -225,14 +263,20 @@ def check_graph(
         with torch.no_grad():
             calls, expected = _capture(reference, inputs)
         if len(expected) != len(graph.outputs):
-            raise ValueError(
+            raise CheckError(
                 f"the network returned {len(expected)} tensors, the graph has "
                 f"{len(graph.outputs)} outputs"
             )
+        for name, want in zip(graph.outputs, expected):
+            _refuse_nan(graph, name, want, "on random inputs")
         do = {z.id: calls[z.origin].value for z in latents if z.origin is not None}
         got = executor.sample(inputs, do=do)
         for name, want in zip(graph.outputs, expected):
-            _compare(worst, name, got[name], want)
+            note = _compare(worst, name, got[name], want)
+            if note and name not in notes:
+                if isinstance(executor, Executor):
+                    note += _first_not_finite(executor, inputs, do, calls)
+                notes[name] = note
         if latents:
             torch.manual_seed(seed + 7919 + step)
             with torch.no_grad():
@@ -244,15 +288,27 @@ def check_graph(
             free_graph = executor.sample(free_inputs, num_samples=n)
             for name, want in zip(graph.outputs, free_reference):
                 have = free_graph[name]
+                _refuse_nan(graph, name, want, "sampling freely")
+                if have.shape == want.shape and name not in notes:
+                    note = _not_finite_note(have, want)
+                    if note:
+                        notes[name] = note + " sampling freely"
+                        continue
+                rows = n if want.dim() and want.shape[0] == n else 1  # no batch: one draw
+                size = want.numel() // rows
+                if have.shape != want.shape or sizes.setdefault(name, size) != size or not size:
+                    continue  # a shape the exact test reports, or no coordinate to test
                 if name not in columns:
-                    columns[name] = _coordinates(want[0].numel(), seed)
-                drawn[name][0].append(want.reshape(n, -1)[:, columns[name]].double())
-                drawn[name][1].append(have.reshape(n, -1)[:, columns[name]].double())
+                    columns[name] = _coordinates(size, seed)
+                drawn[name][0].append(want.reshape(rows, -1)[:, columns[name]].double())
+                drawn[name][1].append(have.reshape(rows, -1)[:, columns[name]].double())
         done += n
         step += 1
     report.samples = done
     for name in graph.outputs:
-        out = OutputReport(name, *worst[name], passed=worst[name][1] <= rtol)
+        note = notes.get(name, "")
+        out = OutputReport(name, *worst[name], passed=worst[name][1] <= rtol and not note)
+        out.note = note
         if latents and drawn[name][0]:
             a, b = torch.cat(drawn[name][0]), torch.cat(drawn[name][1])
             statistic, p = ks_two_sample(a, b)
@@ -305,15 +361,67 @@ def _elements_at(shape: Any, n: int) -> int:
     return count
 
 
-def _compare(worst: dict, name: str, have: torch.Tensor, want: torch.Tensor) -> None:
+def _compare(worst: dict, name: str, have: torch.Tensor, want: torch.Tensor) -> str:
+    """Fold the errors of ``have`` against ``want`` into ``worst``; a note when the graph's
+    values are not finite where the network's are (or miss the network's infinities)."""
     if have.shape != want.shape:
         worst[name] = [float("inf"), float("inf")]
-        return
-    diff = (have.double() - want.double()).abs()
+        return ""
+    note = _not_finite_note(have, want)
+    if note:
+        worst[name] = [float("inf"), float("inf")]
+        return note
+    have, want = have.double(), want.double()
+    finite = torch.isfinite(want)
+    diff = (have - want).abs()[finite]  # infinities are equal here (see _not_finite_note)
     max_abs = float(diff.max()) if diff.numel() else 0.0
-    scale = float(want.double().abs().max()) if want.numel() else 0.0
+    scale = float(want[finite].abs().max()) if finite.any() else 0.0
     rel = max_abs / scale if scale > 0 else max_abs
     worst[name] = [max(worst[name][0], max_abs), max(worst[name][1], rel)]
+    return ""
+
+
+def _not_finite_note(have: torch.Tensor, want: torch.Tensor) -> str:
+    """What is wrong when the graph's ``have`` is NaN or infinite where the network's ``want``
+    is finite, or does not repeat ``want``'s infinities; empty if nothing."""
+    if not (have.is_floating_point() or have.is_complex()):
+        return ""
+    bad = ~torch.isfinite(have)
+    if want.is_floating_point() or want.is_complex():
+        infinite = torch.isinf(want)
+        bad = (bad & ~infinite) | (infinite & (have != want))
+    if not bool(bad.any()):
+        return ""
+    count = int(bad.sum())
+    kinds = "NaN" if bool(torch.isnan(have[bad]).any()) else "inf"
+    return f"the graph gives {kinds} at {count} of {have.numel()} values where the network does not"
+
+
+def _refuse_nan(graph: Graph, name: str, want: torch.Tensor, when: str) -> None:
+    """CheckError if the network's output ``name`` holds NaN: nothing can be compared."""
+    if (want.is_floating_point() or want.is_complex()) and bool(torch.isnan(want).any()):
+        model = graph.model.get("name", "the network")
+        raise CheckError(
+            f"the network itself ({model}) gives NaN in output {name!r} {when}: the check "
+            "cannot compare anything; give the model finite weights (--weights) and inputs "
+            "it is defined on (--input-shape, example_inputs())"
+        )
+
+
+def _first_not_finite(executor: Executor, inputs: dict, do: dict, calls: list) -> str:
+    """``": first at node X"``: the first node (in order) whose graph value is not finite
+    where the network's value of the same call is, found by running the graph again."""
+    values = executor.sample(inputs, do=do, keep="all")
+    for node in executor.order:
+        have = flatten_outputs(values.get(node.id))
+        want: list[torch.Tensor] = []
+        if node.origin is not None and node.origin < len(calls):
+            want = flatten_outputs(calls[node.origin].value)
+        for i, h in enumerate(have):
+            w = want[i] if i < len(want) and want[i].shape == h.shape else torch.zeros(())
+            if _not_finite_note(h, w.expand_as(h) if w.dim() == 0 else w):
+                return f"; first at node {node.id!r} ({node.op})"
+    return ""
 
 
 def _coordinates(size: int, seed: int) -> torch.Tensor:

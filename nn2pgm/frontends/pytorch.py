@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ..errors import Nn2pgmError
+from ..guard import allow_depth, user_code, walk_modules
 from ..ir import (
     DETERMINISTIC,
     STOCHASTIC,
@@ -26,6 +28,7 @@ from ..ir import (
     symbolic_dim,
 )
 from .random_ops import random_distribution
+from .sources import refuse_meta
 from .tracing import (
     Call,
     Const,
@@ -536,8 +539,13 @@ def _target_name(func: Any) -> str:
 def _run_once(module: torch.nn.Module, inputs: dict[str, torch.Tensor], name: str) -> Trace:
     try:
         return Recorder(module).run(inputs)
-    except TraceError:
+    except Nn2pgmError:
         raise
+    except RecursionError:
+        raise TraceError(
+            f"running {name} recursed deeper than Python allows: its forward calls itself "
+            "without end, or nests modules too deeply; flatten the model"
+        ) from None
     except Exception as error:  # noqa: BLE001 - user code may raise anything
         shapes = " ".join(f"{k}={','.join(map(str, v.shape))}" for k, v in inputs.items())
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -545,6 +553,16 @@ def _run_once(module: torch.nn.Module, inputs: dict[str, torch.Tensor], name: st
             f"running {name} on example inputs {shapes} failed ({type(error).__name__}: "
             f"{text}): check --input-shape"
         ) from None
+
+
+def _parameters(module: torch.nn.Module) -> int:
+    """Elements of the module's parameters, each counted once (torch's walk recurses)."""
+    seen: dict[int, torch.Tensor] = {}
+    for _, sub in walk_modules(module):
+        for p in sub._parameters.values():
+            if p is not None:
+                seen.setdefault(id(p), p)
+    return sum(p.numel() for p in seen.values())
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -558,6 +576,21 @@ def trace_module(
     source: str | None = None,
 ) -> Graph:
     """Compile ``module`` into a graph, tracing it on ``example_inputs`` (batch dimension 0)."""
+    label = name or type(module).__name__
+    refuse_meta(module, label)
+    allow_depth(module, label)
+    with user_code(f"tracing {label}"):
+        return _trace(module, example_inputs, train, depth, name, source)
+
+
+def _trace(
+    module: torch.nn.Module,
+    example_inputs: dict[str, torch.Tensor],
+    train: bool,
+    depth: int | None,
+    name: str | None,
+    source: str | None,
+) -> Graph:
     try:
         module.train(train)
     except NotImplementedError:  # an exported program keeps the mode it was exported in
@@ -572,7 +605,7 @@ def trace_module(
             calls, outputs, groups, shape_list = merge_traces(t1, t2, b1, b2)
             classes = t1.module_classes
             break
-        except TraceError:
+        except Nn2pgmError:
             raise
         except Exception:  # noqa: BLE001 - try the next batch sizes, then the example's own
             continue
@@ -592,6 +625,6 @@ def trace_module(
         "mode": "train" if train else "eval",
         "depth": depth,
         "batch": batch,
-        "parameters": sum(p.numel() for p in module.parameters()),
+        "parameters": _parameters(module),
     }
     return build_graph(items, outputs, shapes, classes, model)

@@ -9,6 +9,8 @@ import importlib
 import importlib.util
 import inspect
 import os
+import pickle
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import torch
 
 from .. import limits
 from ..errors import Nn2pgmError
+from ..guard import allow_depth, stage, user_code, walk_modules
 
 
 class SourceError(Nn2pgmError, ValueError):
@@ -45,21 +48,55 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, sep, dims = text.partition("=")
     if not sep or not name.strip() or not dims.strip():
         raise SourceError(f"bad --input-shape {text!r}: write NAME=D0,D1,... (e.g. x=1,784)")
-    try:
-        shape = tuple(int(d) for d in dims.split(","))
-    except ValueError:
-        raise SourceError(
-            f"bad --input-shape {text!r}: dimensions must be integers (e.g. x=1,784)"
-        ) from None
+    parts = [d.strip() for d in dims.split(",")]
+    if not all(d.isascii() and d.isdigit() and len(d) <= 18 for d in parts):
+        raise SourceError(f"bad --input-shape {text!r}: dimensions must be integers (e.g. x=1,784)")
+    shape = check_shape(name.strip(), tuple(int(d) for d in parts), f"--input-shape {text!r}")
+    return name.strip(), shape
+
+
+def parse_input_shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
+    """Every ``--input-shape NAME=...`` once: a repeated NAME is refused, not overwritten."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in texts:
+        name, shape = parse_input_shape(text)
+        if name in shapes:
+            given = ",".join(map(str, shapes[name]))
+            raise SourceError(
+                f"--input-shape {name}=... given twice ({name}={given} and {text}): give each "
+                "input once"
+            )
+        shapes[name] = shape
+    return shapes
+
+
+def check_shape(name: Any, shape: Any, what: str) -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints within the element budget, or SourceError."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SourceError(f"bad input name {name!r} in {what}: give a forward argument name")
+    if not isinstance(shape, (tuple, list)) or not shape:
+        raise SourceError(f"bad {what}: give the shape as positive integers, batch first")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise SourceError(f"bad {what}: dimensions must be integers (e.g. x=1,784)")
     if any(d <= 0 for d in shape):
-        raise SourceError(f"bad --input-shape {text!r}: dimensions must be positive")
+        raise SourceError(f"bad {what}: dimensions must be positive")
     count = 1
     for d in shape:
         count *= d
-    limits.check_elements(
-        f"--input-shape {text!r}", count, "give a smaller example, or raise --max-elements"
-    )
-    return name.strip(), shape
+    limits.check_elements(what, count, "give a smaller example, or raise --max-elements")
+    return tuple(shape)
+
+
+def _path_text(path: Any, what: str) -> str:
+    """``path`` as a string that can name a file, or SourceError naming it in one line."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise SourceError(f"bad {what} {path!r}: give a path")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise SourceError(f"bad {what} {text!r}: give the path as text")
+    if "\0" in text:
+        raise SourceError(f"bad {what} {text!r}: a path cannot contain a NUL byte")
+    return text
 
 
 @contextlib.contextmanager
@@ -81,7 +118,7 @@ def _import_object(spec: str) -> Any:
     if target.endswith(".py") or os.sep in target or "/" in target:
         path = Path(target)
         if not path.is_file():
-            raise SourceError(f"no such file: {target} (source {spec!r})")
+            raise SourceError(f"no such file: {_shown(target)} (source {spec!r})")
         module_name = f"_nn2pgm_source_{abs(hash(str(path.resolve())))}"
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
         if loader_spec is None or loader_spec.loader is None:
@@ -89,18 +126,21 @@ def _import_object(spec: str) -> Any:
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[module_name] = module
         try:
-            with _on_path(str(path.resolve().parent)):
+            with user_code(f"importing {target}"), _on_path(str(path.resolve().parent)):
                 loader_spec.loader.exec_module(module)
         except SyntaxError as error:
-            raise SourceError(
-                f"{target} is not valid Python (line {error.lineno}): {error.msg}"
-            ) from None
+            line = f" (line {error.lineno})" if error.lineno else ""
+            raise SourceError(f"{target} is not valid Python{line}: {error.msg}") from None
+        except Nn2pgmError:
+            raise
         except Exception as error:  # noqa: BLE001 - user code may raise anything
             raise SourceError(f"importing {target} failed: {_one_line(error)}") from None
     else:
         try:
-            with _on_path(os.getcwd()):
+            with user_code(f"importing {target}"), _on_path(os.getcwd()):
                 module = importlib.import_module(target)
+        except Nn2pgmError:
+            raise
         except ModuleNotFoundError as error:
             raise SourceError(
                 f"cannot import {target!r} ({_one_line(error)}): give path/file.py:Name "
@@ -133,7 +173,10 @@ def build_module(spec: str) -> torch.nn.Module:
     if inspect.isclass(obj) and not issubclass(obj, torch.nn.Module):
         raise SourceError(f"{spec} is a class but not an nn.Module subclass")
     try:
-        module = obj()
+        with user_code(f"building {spec}"):
+            module = obj()
+    except Nn2pgmError:
+        raise
     except TypeError as error:
         raise SourceError(
             f"cannot build {spec} with no arguments ({_one_line(error)}): give a function "
@@ -143,6 +186,7 @@ def build_module(spec: str) -> torch.nn.Module:
         raise SourceError(f"building {spec} failed: {_one_line(error)}") from None
     if not isinstance(module, torch.nn.Module):
         raise SourceError(f"{spec} returned a {type(module).__name__}, not an nn.Module")
+    allow_depth(module, spec)
     return module
 
 
@@ -166,12 +210,16 @@ def example_inputs(
     own: dict[str, torch.Tensor] = {}
     if callable(getattr(module, "example_inputs", None)):
         try:
-            own = dict(module.example_inputs())
+            with user_code(f"calling example_inputs() of {spec}"):
+                own = dict(module.example_inputs())
+        except Nn2pgmError:
+            raise
         except Exception as error:  # noqa: BLE001
             raise SourceError(f"{spec}: example_inputs() failed: {_one_line(error)}") from None
     arguments = forward_arguments(module)
     if shapes:
-        for name in shapes:
+        for name, shape in shapes.items():
+            check_shape(name, shape, f"input shape {name}={shape!r}")
             if name not in arguments:
                 raise SourceError(
                     f"--input-shape {name}=...: forward() of {spec} has no argument {name!r} "
@@ -205,9 +253,10 @@ def example_inputs(
 
 def load_weights(module: torch.nn.Module, path: str) -> None:
     """Load a ``state_dict`` (``torch.save``, read with ``weights_only=True``) or safetensors."""
+    path = _path_text(path, "weights file")
     file = Path(path)
     if not file.is_file():
-        raise SourceError(f"no such weights file: {path}")
+        raise SourceError(f"no such weights file: {_shown(path)}")
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -215,16 +264,41 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
             state = load_file(str(file))
         else:
             state = torch.load(str(file), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise SourceError(_unpickling_message(path, error)) from None
     except Exception as error:  # noqa: BLE001
         raise SourceError(
-            f"cannot read weights {path}: {_one_line(error)} (expected a state_dict saved "
-            "with torch.save, or a .safetensors file)"
+            f"cannot read weights {_shown(path)}: {_torch_message(error)} (expected a "
+            "state_dict saved with torch.save, or a .safetensors file)"
         ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SourceError(f"{path} is not a state_dict (a mapping of names to tensors)")
-    result = module.load_state_dict(state, strict=False)
+    expected = module.state_dict(keep_vars=True)
+    wrong = [
+        (key, list(value.shape), list(expected[key].shape))
+        for key, value in state.items()
+        if isinstance(expected.get(key), torch.Tensor) and value.shape != expected[key].shape
+    ]
+    if wrong:
+        key, given, want = wrong[0]
+        others = f" (and {len(wrong) - 1} other tensor(s) of the wrong shape)" if wrong[1:] else ""
+        raise SourceError(
+            f"weights {_shown(path)} do not fit the model: {key} has shape {given} in the file, "
+            f"the model expects {want}{others}: save model.state_dict() of the same "
+            "architecture"
+        )
+    meta = _meta_tensor(module) is not None  # values to place, not to copy into
+    try:
+        with user_code(f"loading weights {path}"):
+            result = module.load_state_dict(state, strict=False, assign=meta)
+    except Nn2pgmError:
+        raise
+    except RuntimeError as error:
+        raise SourceError(
+            f"weights {_shown(path)} do not fit the model: {_torch_message(error)}"
+        ) from None
     problems = []
     if result.missing_keys:
         problems.append("missing keys: " + ", ".join(result.missing_keys[:5]))
@@ -235,6 +309,58 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
             f"weights {path} do not fit the model ({'; '.join(problems)}): save "
             "model.state_dict() of the same architecture"
         )
+
+
+def _unpickling_message(path: str, error: BaseException) -> str:
+    """One line for torch's tensors-only unpickler refusing a file (never its advice to
+    retry with ``weights_only=False``)."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found or "allowlisted" in text or "Unsupported class" in text:
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"weights {_shown(path)} hold pickled Python objects{what}: nn2pgm reads only "
+            "tensors and refuses them; save model.state_dict() with torch.save, or use a "
+            ".safetensors file"
+        )
+    return (
+        f"cannot read weights {_shown(path)}: it is not a state_dict saved with torch.save "
+        "(damaged or another format); give a torch.save file or a .safetensors file"
+    )
+
+
+def _torch_message(error: BaseException) -> str:
+    """The first sentence of a torch error, without its C++ source location."""
+    text = " ".join(str(error).split())
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)
+    text = re.sub(r"^Error\(s\) in loading state_dict for \w+:\s*", "", text)
+    first = re.split(r"(?<=[.!])\s+(?=[A-Z])", text, maxsplit=1)[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _meta_tensor(module: torch.nn.Module) -> str | None:
+    """The name of a parameter or buffer of ``module`` on the meta device, or None."""
+    for path, sub in walk_modules(module):
+        for key, tensor in [*sub._parameters.items(), *sub._buffers.items()]:
+            if tensor is not None and tensor.is_meta:
+                return f"{path}.{key}" if path else key
+    return None
+
+
+def refuse_meta(module: torch.nn.Module, name: str) -> None:
+    """SourceError if ``module`` has parameters (or buffers) on the meta device."""
+    meta = _meta_tensor(module)
+    if meta is not None:
+        raise SourceError(
+            f"parameters on the meta device have no values ({name}: {meta}): load weights "
+            "with --weights (load_state_dict(..., assign=True) in Python) or build the module "
+            "on the CPU"
+        )
+
+
+def _shown(path: str) -> str:
+    """A path as it can be printed on one line (quoted when it holds control characters)."""
+    return path if path.isprintable() else repr(path)
 
 
 def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
@@ -254,10 +380,14 @@ def load_source(
     structure_only: bool = False,
 ) -> Source:
     """Resolve a SOURCE string into a module with example inputs (and trained weights)."""
+    spec = _path_text(spec, "source")
+    if weights is not None:
+        weights = _path_text(weights, "weights file")
     if structure_only and not spec.endswith(".onnx"):
         raise SourceError(f"--structure-only applies to .onnx files, not {spec}")
     if spec.endswith(".pt2") and ":" not in spec:
-        module, inputs = load_exported_program(spec)
+        with stage(f"loading {spec}"):
+            module, inputs = load_exported_program(spec)
         name = Path(spec).stem
         if input_shapes:
             raise SourceError(f"{spec} fixes its own input shapes: drop --input-shape")
@@ -266,14 +396,15 @@ def load_source(
 
         if weights:
             raise SourceError(f"{spec} carries its own weights: drop --weights")
-        return load_onnx_source(spec, input_shapes=input_shapes, structure_only=structure_only)
+        with stage(f"loading {spec}"):
+            return load_onnx_source(spec, input_shapes=input_shapes, structure_only=structure_only)
     elif ":" not in spec:
         if Path(spec).exists():
             raise SourceError(
                 f"{spec} is not a model source: give model.pt2, path/file.py:Name or "
                 "package.module:Name"
             )
-        raise SourceError(f"no such file: {spec}")
+        raise SourceError(f"no such file: {_shown(spec)}")
     else:
         module = build_module(spec)
         inputs = example_inputs(module, spec, input_shapes)
@@ -282,6 +413,7 @@ def load_source(
     if weights:
         load_weights(module, weights)
         files.append(weights)
+    refuse_meta(module, name)
     return Source(module, inputs, spec, name, files=_resolved(files))
 
 

@@ -22,6 +22,7 @@ import torch
 from torch.overrides import TorchFunctionMode, resolve_name
 
 from ..errors import Nn2pgmError
+from ..guard import walk_modules
 
 
 class TraceError(Nn2pgmError):
@@ -101,6 +102,11 @@ DROPOUT_MODULES |= {"FeatureAlphaDropout", "RReLU"}
 # (By method name: ``x.float()`` casts, ``float(x)`` reads the value.)
 VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy"}
 VALUE_READS |= {"__complex__", "__array__"}
+# Ops whose output *shape* depends on the values of an argument (which one: see
+# ``_shape_arguments``): recorded, their node would have a different shape for every sample.
+DATA_SHAPE_OPS = {"nonzero", "argwhere", "unique", "unique_consecutive", "_unique", "_unique2"}
+DATA_SHAPE_OPS |= {"bincount", "masked_select", "repeat_interleave", "where", "getitem"}
+DATA_SHAPE_OPS |= {"tensor_split"}
 # Layers that treat every sample on its own (dimension 0 is the batch): their output for a
 # batch of repeated rows is the output for one row, repeated.
 PER_SAMPLE_LAYERS = {
@@ -234,7 +240,7 @@ class Recorder(TorchFunctionMode):
         # from it (repeated to this batch) instead of computing it, since only shapes are needed.
         self.shapes_from = shapes_from
         self.names: dict[int, str] = {}
-        for name, mod in root.named_modules(remove_duplicate=False):
+        for name, mod in walk_modules(root):  # torch's named_modules recurses
             self.names.setdefault(id(mod), name)
         self.calls: list[Call] = []
         self.refs: dict[int, tuple[Ref, bool]] = {}  # id(tensor) -> (ref, data)
@@ -308,6 +314,8 @@ class Recorder(TorchFunctionMode):
                 f"data-dependent control flow at {user_location()}: Python reads the value of "
                 "a tensor computed from the inputs; rewrite it with torch.where or torch.cond"
             )
+        if name in DATA_SHAPE_OPS and reads:
+            self._refuse_data_shape(name, args, kwargs)
         if name == "iter" and reads is not None:
             return iter(self._record(torch.Tensor.unbind, "unbind", args, kwargs, reads))
         value = func(*args, **kwargs)
@@ -325,6 +333,17 @@ class Recorder(TorchFunctionMode):
         # ones are folded afterwards.
         return self._record(
             func, name, args, kwargs, bool(reads) or family is not None, family, value
+        )
+
+    def _refuse_data_shape(self, name: str, args: tuple, kwargs: dict) -> None:
+        """DataDependentError if the shape of ``name``'s output depends on input values."""
+        if not self.reads_data(_shape_arguments(name, args, kwargs)):
+            return
+        what = "boolean-mask indexing" if name == "getitem" else f"{name}()"
+        raise DataDependentError(
+            f"data-dependent output shape at {user_location()}: {what} keeps as many elements "
+            "as the input's values select, so the graph has no fixed shape; keep the shape "
+            "with torch.where(mask, x, 0) or a fixed-size mask multiply (x * mask)"
         )
 
     def _record(self, func, name, args, kwargs, data, family=None, value=None):
@@ -595,6 +614,33 @@ def _leaves(obj: Any):
         yield from (obj.start, obj.stop, obj.step)
     else:
         yield obj
+
+
+def _shape_arguments(name: str, args: tuple, kwargs: dict) -> list:
+    """The arguments of a :data:`DATA_SHAPE_OPS` call whose values decide its output shape."""
+
+    def arg(position: int, *keywords: str) -> Any:
+        if len(args) > position:
+            return args[position]
+        return next((kwargs[k] for k in keywords if k in kwargs), None)
+
+    if name == "getitem":  # x[mask]: boolean (or uint8) index tensors select by value
+        return [
+            leaf
+            for leaf in _leaves(arg(1))
+            if isinstance(leaf, torch.Tensor) and leaf.dtype in (torch.bool, torch.uint8)
+        ]
+    if name == "masked_select":
+        return [arg(1, "mask")]
+    if name == "where":  # torch.where(condition) is nonzero(as_tuple=True)
+        return [arg(0, "condition")] if len(args) + len(kwargs) == 1 else []
+    if name == "repeat_interleave":
+        repeats = arg(1, "repeats") if len(args) + len(kwargs) > 1 else arg(0, "repeats")
+        return [repeats] if isinstance(repeats, torch.Tensor) else []
+    if name == "tensor_split":
+        split = arg(1, "indices_or_sections", "indices", "sections", "tensor_indices_or_sections")
+        return [split] if isinstance(split, torch.Tensor) else []
+    return [arg(0, "input")]
 
 
 def _has_tensor(value: Any) -> bool:
