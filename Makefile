@@ -34,9 +34,13 @@ demo: $(STAMP) graphviz
 test: $(STAMP) graphviz
 	$(BIN)/python -m pytest
 
+# Style, the layering contracts of .importlinter, and the size limits (modules <= 600 lines,
+# functions <= 80).
 lint: $(STAMP)
 	$(BIN)/ruff check nn2pgm cli tests benchmarks fixtures
 	$(BIN)/ruff format --check nn2pgm cli tests benchmarks fixtures
+	$(BIN)/lint-imports
+	$(BIN)/python .ci/check_sizes.py nn2pgm cli
 
 clean:
-	rm -rf $(VENV) vae.json vae.dot vae.svg
+	rm -rf $(VENV) vae.json vae.safetensors vae.dot vae.svg

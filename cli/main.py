@@ -1,4 +1,4 @@
-"""``nn2pgm convert | inspect | check``.
+"""``nn2pgm convert | inspect | check | sample``.
 
 Exit codes: 0 success or check passed, 1 a check failed, 2 bad usage or bad input (one line on
 stderr naming the problem and the fix; no traceback, no output file left behind).
@@ -26,6 +26,8 @@ EPILOG = """examples:
   nn2pgm check fixtures/resnet.py:ResNet50 --samples 8
   nn2pgm convert mypkg.models:Net --input-shape x=1,3,32,32 --weights net.pt -o net.json
   nn2pgm convert fixtures/vae.py:VAEDecoder --latent z --to pgmpy -o vae_pgmpy
+  nn2pgm sample fixtures/vae.py:VAEDecoder --latent z --do z=0 --samples 8 -o s.npz
+  nn2pgm sample model.json --evidence x=x.npy --do relu=h.npy -o samples.safetensors
 
 Example inputs come from --input-shape or from the module's own example_inputs() method,
 which returns {forward argument name: example tensor} with the batch as dimension 0.
@@ -199,13 +201,76 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOL",
         help="largest max-abs error relative to the output's largest magnitude (1e-5)",
     )
+    _document_options(convert, check)
+    _sample_parser(commands)
     return parser
 
 
-def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
-    from nn2pgm.frontends.sources import parse_input_shapes
+def _document_options(convert: argparse.ArgumentParser, check: argparse.ArgumentParser) -> None:
+    convert.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="json: write the structure only (no OUT's .safetensors beside it; the document "
+        "can be inspected, not sampled)",
+    )
+    check.add_argument(
+        "--against",
+        metavar="SOURCE",
+        help="with a document model.json as SOURCE: the network it was converted from, run as "
+        "the reference (--input-shape, --weights and --train apply to it)",
+    )
 
-    return parse_input_shapes(args.input_shape) or None
+
+def _sample_parser(commands: argparse._SubParsersAction) -> None:
+    sample = commands.add_parser(
+        "sample",
+        help="draw ancestral samples of the graph, with inputs given and any node fixed",
+        description="Sample the graphical model of SOURCE (or of a document model.json written "
+        "by convert, with its weights beside it) by ancestral sampling. --evidence gives an "
+        "input, --do fixes any node (an intervention: its parents are cut). VALUE is a number "
+        "(filling the node's shape) or a .npy file holding one sample (repeated) or all N. "
+        "Observed inputs not given are drawn like check draws them (from a SOURCE's example "
+        "inputs; a document refuses them), latent inputs from their prior. Writes every output "
+        "(--keep all: every node) to OUT, .npz or .safetensors.",
+    )
+    _source_options(sample)
+    _model_options(sample, views=False)
+    sample.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help="samples to draw (default: the rows of the arrays given, else 1)",
+    )
+    sample.add_argument(
+        "--evidence",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="the value of input NAME (repeatable)",
+    )
+    sample.add_argument(
+        "--do",
+        action="append",
+        default=[],
+        metavar="NODE=VALUE|FILE.npy",
+        help="fix node NODE: a number or a .npy file (repeatable)",
+    )
+    sample.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    sample.add_argument(
+        "--keep",
+        choices=["outputs", "all"],
+        default="outputs",
+        help="write the outputs (default) or every node",
+    )
+    sample.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="samples file: .npz or .safetensors"
+    )
+
+
+def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
+    import nn2pgm
+
+    return nn2pgm.parse_input_shapes(args.input_shape) or None
 
 
 def _convert_options(args: argparse.Namespace) -> dict:
@@ -225,10 +290,110 @@ def _convert_options(args: argparse.Namespace) -> dict:
 def _named_files(args: argparse.Namespace) -> list[str]:
     """The files SOURCE, --weights and --discriminator name (those that exist)."""
     named = [args.weights]
-    for spec in (args.source, args.discriminator):
+    for spec in (args.source, getattr(args, "discriminator", None)):
         if spec:
             named.append(spec if spec.endswith((".onnx", ".pt2")) else spec.rpartition(":")[0])
     return [path for path in named if path and os.path.isfile(path)]
+
+
+def _is_document(spec: str) -> bool:
+    return spec.lower().endswith(".json")
+
+
+def _refuse_conversion_options(args: argparse.Namespace, command: str) -> None:
+    """A document is converted already: options of the conversion do not apply to it."""
+    given = [
+        option
+        for option, value in (
+            ("--input-shape", args.input_shape),
+            ("--weights", args.weights),
+            ("--train", args.train),
+            ("--structure-only", args.structure_only),
+            ("--latent", args.latent),
+            ("--likelihood", args.likelihood),
+            ("--depth", getattr(args, "depth", None) is not None),
+            ("--view", getattr(args, "view", "full") != "full"),
+            ("--discriminator", getattr(args, "discriminator", None)),
+        )
+        if value
+    ]
+    if given:
+        raise UsageError(
+            f"{given[0]} applies when converting a SOURCE; {args.source} is a document "
+            f"already converted (nn2pgm {command} reads it as it is)"
+        )
+
+
+def _assignments(items: list[str], option: str) -> dict[str, float | str]:
+    """``NAME=VALUE`` pairs: VALUE a .npy file name or a number."""
+    out: dict[str, float | str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name or not value:
+            raise UsageError(f"{option} {item!r}: write NAME=VALUE")
+        if name in out:
+            raise UsageError(f"{option} gives {name!r} twice")
+        if value.lower().endswith(".npy"):
+            out[name] = value
+            continue
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UsageError(
+                f"{option} {item!r}: VALUE is a number or a .npy file (numpy.save)"
+            ) from None
+    return out
+
+
+def _sample(args: argparse.Namespace) -> int:
+    """``nn2pgm sample``: OUT is checked before anything is read, against the files named,
+    and again, once the source is loaded, against every file it read."""
+    import nn2pgm
+
+    if args.samples is not None and args.samples <= 0:
+        raise UsageError("--samples must be positive")
+    evidence = _assignments(args.evidence, "--evidence")
+    do = _assignments(args.do, "--do")
+    both = sorted(set(evidence) & set(do))
+    if both:
+        raise UsageError(f"{both[0]!r} is given by --evidence and by --do: give it once")
+    files = [v for v in [*evidence.values(), *do.values()] if isinstance(v, str)]
+    document = _is_document(args.source)
+    named = [*files, *(nn2pgm.document_files(args.source) if document else _named_files(args))]
+    nn2pgm.check_samples_output(args.output, protect=named)
+    examples = None
+    if document:
+        _refuse_conversion_options(args, "sample")
+        graph, protect = nn2pgm.load(args.source), named
+    else:
+        source = nn2pgm.load_source(
+            args.source,
+            input_shapes=_shapes(args),
+            weights=args.weights,
+            structure_only=args.structure_only,
+        )
+        protect = [*files, *source.files]
+        nn2pgm.check_samples_output(args.output, protect=protect)
+        examples = source.example_inputs
+        graph = nn2pgm.convert(
+            source, train=args.train, latent=args.latent, likelihood=args.likelihood
+        )
+
+    def value(v: float | str) -> object:
+        return v if isinstance(v, float) else nn2pgm.read_array(v)
+
+    values = nn2pgm.sample_nodes(
+        graph,
+        evidence={k: value(v) for k, v in evidence.items()},
+        do={k: value(v) for k, v in do.items()},
+        samples=args.samples,
+        seed=args.seed,
+        keep=args.keep,
+        examples=examples,
+    )
+    names = nn2pgm.write_samples(values, args.output, protect=protect)
+    print(f"wrote {args.output} ({len(names)} arrays)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,7 +404,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "convert":
         # OUT may not replace a file the conversion reads: checked before the (possibly slow)
         # loading against the files named, after it against every file read, and on writing.
-        fmt = nn2pgm.check_output(args.output, to=args.to, protect=_named_files(args))
+        weights = not args.no_weights
+        named = _named_files(args)
+        fmt = nn2pgm.check_output(args.output, to=args.to, protect=named, weights=weights)
         source = nn2pgm.load_source(
             args.source,
             input_shapes=_shapes(args),
@@ -248,32 +415,51 @@ def run(args: argparse.Namespace) -> int:
         )
         critic = nn2pgm.load_source(args.discriminator) if args.discriminator else None
         protect = [*source.files, *(critic.files if critic else ())]
-        nn2pgm.check_output(args.output, to=fmt, protect=protect)
+        nn2pgm.check_output(args.output, to=fmt, protect=protect, weights=weights)
         options = {**_convert_options(args), "discriminator": critic}
         graph = nn2pgm.convert(source, **options)
-        nn2pgm.write(graph, args.output, to=fmt, max_units=args.max_units, protect=protect)
+        nn2pgm.write(
+            graph, args.output, to=fmt, max_units=args.max_units, protect=protect, weights=weights
+        )
         print(f"wrote {args.output} ({fmt}, {len(graph)} nodes)")
         return 0
     if args.command == "inspect":
-        from nn2pgm import summary
-
-        graph = nn2pgm.convert(args.source, **_convert_options(args))
+        if _is_document(args.source):  # its structure: the weights are not needed
+            _refuse_conversion_options(args, "inspect")
+            graph = nn2pgm.load(args.source, weights=False)
+        else:
+            graph = nn2pgm.convert(args.source, **_convert_options(args))
         for warning in graph.model.get("warnings", []):
             print(f"nn2pgm: warning: {warning}", file=sys.stderr)
         if args.json:
             doc = {
                 "model": graph.model,
-                "nodes": summary.rows(graph),
-                "totals": summary.totals(graph),
+                "nodes": nn2pgm.summary_rows(graph),
+                "totals": nn2pgm.summary_totals(graph),
             }
             print(json.dumps(doc, indent=2, sort_keys=True))
         else:
-            print(summary.table(graph))
+            print(nn2pgm.summary_table(graph))
         return 0
+    if args.command == "sample":
+        return _sample(args)
     if args.samples <= 0:
         raise UsageError("--samples must be positive")
+    graph, reference = None, args.source
+    if _is_document(args.source):
+        if not args.against:
+            raise UsageError(
+                f"{args.source} is a document, not a network: give the network it came from "
+                "with --against SOURCE"
+            )
+        if args.latent or args.likelihood or args.structure_only:
+            raise UsageError("--latent, --likelihood and --structure-only apply when converting")
+        graph, reference = nn2pgm.load(args.source), args.against
+    elif args.against:
+        raise UsageError("--against compares a document: nn2pgm check model.json --against SOURCE")
     report = nn2pgm.check(
-        args.source,
+        reference,
+        graph=graph,
         input_shapes=_shapes(args),
         weights=args.weights,
         train=args.train,
@@ -303,13 +489,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        from nn2pgm import limits
-        from nn2pgm.guard import deadline
+        import nn2pgm
 
         if args.timeout is not None and not 0 < args.timeout <= 10**7:
             raise UsageError("--timeout must be a positive number of seconds")
         what = f"running nn2pgm {args.command}"
-        with limits.limited(args.max_elements), deadline(args.timeout, what):
+        with nn2pgm.limited(args.max_elements), nn2pgm.deadline(args.timeout, what):
             return run(args)
     except Nn2pgmError as error:
         print(f"nn2pgm: error: {_one_line(error)}", file=sys.stderr)

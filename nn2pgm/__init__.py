@@ -1,10 +1,15 @@
 """nn2pgm: compile neural networks into probabilistic graphical models.
 
->>> import nn2pgm
->>> graph = nn2pgm.convert("fixtures/vae.py:VAE")          # doctest: +SKIP
->>> nn2pgm.write(graph, "vae.json")                          # doctest: +SKIP
->>> nn2pgm.check("fixtures/vae.py:VAE").passed               # doctest: +SKIP
+>>> import torch, nn2pgm
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
+>>> inputs = {"input": torch.randn(1, 4)}
+>>> graph = nn2pgm.convert(net, example_inputs=inputs)
+>>> [(node.id, node.op) for node in graph]
+[('input', 'input'), ('0', 'Linear'), ('1', 'Tanh')]
+>>> nn2pgm.check(net, example_inputs=inputs, graph=graph, samples=16).passed
 True
+>>> nn2pgm.write(graph, "net.json")  # doctest: +SKIP
+'json'
 
 Heavy modules are imported inside the functions, so ``import nn2pgm`` stays fast.
 """
@@ -15,11 +20,12 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import Nn2pgmError, UsageError
 
 if TYPE_CHECKING:
-    from .frontends.sources import Source
     from .ir import Graph
+    from .source import Source
     from .verify import CheckReport
 
 __all__ = [
@@ -33,9 +39,20 @@ __all__ = [
     "to_pgmpy",
     "check",
     "sample",
+    "sample_nodes",
+    "read_array",
+    "write_samples",
+    "check_samples_output",
+    "document_files",
     "load_source",
+    "parse_input_shapes",
+    "limited",
+    "deadline",
+    "summary_table",
+    "summary_rows",
+    "summary_totals",
+    "__version__",
 ]
-__version__ = "0.1.0"
 
 FORMATS = ("json", "dot", "svg", "png", "pgmpy")
 
@@ -63,7 +80,7 @@ def _as_source(
 ) -> Source:
     """A SOURCE string, a :class:`Source`, or a module (with ``example_inputs`` given or
     defined by the module) as a :class:`Source`."""
-    from .frontends.sources import Source as _Source
+    from .source import Source as _Source
 
     if isinstance(source, str):
         return load_source(
@@ -107,7 +124,7 @@ def convert(
 
     source = _as_source(source, example_inputs, input_shapes, weights, structure_only)
     if source.onnx is not None:  # an ONNX file keeps the mode it was exported in
-        from .frontends.onnx_model import build_graph
+        from .frontends.onnx import build_graph
 
         graph = build_graph(source.onnx, depth=depth, name=source.name, source=source.spec)
     else:
@@ -126,17 +143,29 @@ def convert(
     return apply_view(graph, view, critic)
 
 
-def load(path: str | os.PathLike[str]) -> Graph:
+def load(path: str | os.PathLike[str], *, weights: bool = True) -> Graph:
     """Read a JSON document written by :func:`write` back into a graph.
 
     ``path`` names the file; a ``str`` whose first character other than white space is ``{``
-    is taken as the document's text instead. Every problem — a file that cannot be read, text
-    that is not a valid document — raises :class:`~nn2pgm.backends.json_format.DocumentError`
-    (an :class:`Nn2pgmError`) with a one-line message, never another exception.
+    is taken as the document's text instead. A version-2 document's tensors are read from the
+    safetensors file beside it that the document names (``weights=False``, a text, or a
+    document written without weights: the graph has no tensors and cannot run). Every problem
+    — a file that cannot be read, text that is not a valid document, weights that are missing
+    or do not match the programs — raises
+    :class:`~nn2pgm.backends.json_format.DocumentError` (an :class:`Nn2pgmError`) with a
+    one-line message, never another exception.
     """
     from .backends.json_format import load as _load
 
-    return _load(path)
+    return _load(path, weights=weights)
+
+
+def document_files(path: str | os.PathLike[str]) -> list[str]:
+    """The files that reading the document ``path`` reads (the JSON and its weights): pass
+    them as ``protect`` so that an output never replaces them."""
+    from .backends.json_format import document_files as _files
+
+    return _files(path)
 
 
 def to_json(graph: Graph) -> str:
@@ -182,24 +211,34 @@ def output_format(path: str, to: str | None = None) -> str:
 
 
 def check_output(
-    path: str, *, to: str | None = None, protect: Iterable[str | os.PathLike[str]] = ()
+    path: str,
+    *,
+    to: str | None = None,
+    protect: Iterable[str | os.PathLike[str]] = (),
+    weights: bool = True,
 ) -> str:
     """Check, before converting, that :func:`write` may write ``path``; return the format.
 
     Raises :class:`~nn2pgm.backends._files.OutputError` when ``path`` is a directory, device,
     FIFO or socket, or one of the ``protect`` files (the files the conversion reads, e.g.
     :attr:`Source.files <nn2pgm.frontends.sources.Source.files>`); for ``pgmpy`` when it is
-    not a directory, or a directory holding files other than an earlier export.
+    not a directory, or a directory holding files other than an earlier export; for ``json``
+    with ``weights``, the same for the safetensors file written beside it.
     """
     from .backends._files import check_output as _check
 
     fmt = output_format(path, to)
+    protect = tuple(protect)
     if fmt == "pgmpy":
         from .backends.pgmpy.standalone import check_directory
 
         check_directory(path, protect)
     else:
         _check(path, protect)
+    if fmt == "json" and weights:
+        from .backends.document import weights_path
+
+        _check(weights_path(path), protect)
     return fmt
 
 
@@ -210,9 +249,14 @@ def write(
     to: str | None = None,
     max_units: int | None = None,
     protect: Iterable[str | os.PathLike[str]] = (),
+    weights: bool = True,
 ) -> str:
     """Write ``graph`` to ``path`` (format from the suffix or ``to``; ``pgmpy`` writes a
     directory with a standalone ``model.py``); return the format.
+
+    JSON is a version-2 document: with ``weights`` (the default) the graph's tensors go beside
+    it (``model.json`` -> ``model.safetensors``, written first; both files appear or neither),
+    ``weights=False`` writes the structure only.
 
     Files are written atomically (a failed write leaves ``path`` as it was). A symbolic link
     is followed: its target is replaced, the link stays. Refused with
@@ -231,7 +275,7 @@ def write(
 
         write_pgmpy(graph, path, max_units=max_units or DEFAULT_MAX_UNITS, protect=protect)
     elif fmt == "json":
-        json_format.write_json(graph, path, protect=protect)
+        json_format.write_json(graph, path, protect=protect, weights=weights)
     elif fmt == "dot":
         dot.write_dot(graph, path, protect=protect)
     else:
@@ -240,11 +284,96 @@ def write(
 
 
 def sample(graph: Graph, evidence: dict[str, Any] | None = None, **kwargs: Any) -> dict:
-    """Ancestral sampling: values of the graph's outputs given ``evidence`` (``do=`` fixes
-    nodes, ``keep="all"`` returns every node)."""
+    """Ancestral sampling: values of the graph's outputs given ``evidence`` on its roots (the
+    inputs; conditioning on an inner node is refused), ``do=`` fixes any node, ``keep="all"``
+    returns every node, ``num_samples=`` the rows when nothing gives them. A node that cannot
+    be computed (an opaque op, a document without weights, a program that fails) raises an
+    :class:`Nn2pgmError` naming it."""
     from .executor import Executor
 
-    return Executor(graph).sample(evidence, **kwargs)
+    return Executor(graph, trusted=False).sample(evidence, **kwargs)
+
+
+def sample_nodes(
+    graph: Graph,
+    *,
+    evidence: dict[str, Any] | None = None,
+    do: dict[str, Any] | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    keep: str = "outputs",
+    examples: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``nn2pgm sample`` in Python: ``samples`` joint draws of the graph (ancestral sampling,
+    seeded by ``seed``) with ``evidence`` on its inputs and ``do`` fixing any node.
+
+    A value is a number (filling the node's shape), a tensor of one sample's shape (repeated
+    for every sample) or of all ``samples`` (their number, when ``samples`` is None, comes
+    from such a tensor, else 1). An observed input without evidence is drawn like ``check``
+    draws it from the source's ``examples`` (dtype and range); without examples (a document)
+    it is refused, naming the input. A latent input is drawn from its prior."""
+    import torch
+
+    from .backends.arrays import ArrayError, fit, rows_of
+    from .verify import random_inputs
+
+    given = {**(evidence or {}), **(do or {})}
+    unknown = sorted(k for k in given if k not in graph)
+    if unknown:
+        raise UsageError(f"no node {unknown[0]!r} in the graph (see nn2pgm inspect)")
+    found = {k: rows_of(graph[k], v) for k, v in given.items()}
+    found = {k: r for k, r in found.items() if r is not None and r != 1}
+    n = samples or min(found.values(), default=1)
+    bad = [k for k, r in found.items() if r != n]
+    if bad:
+        raise ArrayError(f"the value of {bad[0]!r} holds {found[bad[0]]} samples, not {n}")
+
+    def fitted(values: dict[str, Any] | None, what: str) -> dict[str, Any]:
+        return {k: fit(graph[k], v, n, f"{what} {k}") for k, v in (values or {}).items()}
+
+    evidence, do = fitted(evidence, "--evidence"), fitted(do, "--do")
+    missing = [i for i in graph.inputs if graph[i].observed and i not in evidence and i not in do]
+    if missing and examples is None:
+        raise UsageError(
+            f"input {missing[0]!r} has no value: give it with --evidence {missing[0]}=FILE.npy "
+            "(a document has no example inputs to draw it from)"
+        )
+    if missing:
+        generator = torch.Generator().manual_seed(seed)
+        drawn = random_inputs(graph, {k: examples[k] for k in missing}, n, generator)
+        evidence.update(drawn)
+    torch.manual_seed(seed)
+    return sample(graph, evidence, do=do, num_samples=n, keep=keep)
+
+
+def read_array(path: str) -> Any:
+    """The array of a ``.npy`` file as a tensor: read with ``numpy.load(allow_pickle=False)``
+    after its header was checked (a regular file, numbers or booleans, within the element
+    budget); any problem is one :class:`Nn2pgmError` line."""
+    from .backends.arrays import read_npy
+
+    return read_npy(path)
+
+
+def check_samples_output(path: str, *, protect: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Check, before sampling, that :func:`write_samples` may write ``path`` (``.npz`` or
+    ``.safetensors``; not a directory, device, FIFO or socket, nor a ``protect`` file)."""
+    from .backends._files import check_output as _check
+    from .backends.arrays import check_samples_path
+
+    check_samples_path(path)
+    _check(path, protect)
+
+
+def write_samples(
+    values: dict[str, Any], path: str, *, protect: Iterable[str | os.PathLike[str]] = ()
+) -> list[str]:
+    """Write node values (tensors; a tuple value of ``a`` as ``a[0]``, ...) to ``path``, a
+    ``.npz`` or ``.safetensors`` file, atomically and never over a ``protect`` file; return
+    the names written."""
+    from .backends.arrays import write_samples as _write
+
+    return _write(values, path, protect=protect)
 
 
 def check(
@@ -264,11 +393,13 @@ def check(
     structure_only: bool = False,
     backend: str = "torch",
     max_units: int | None = None,
+    pgmpy_model: Any = None,
 ) -> CheckReport:
     """Convert ``source`` (or use ``graph``) and compare it with the network on random inputs:
     exactly under the same noise, and in distribution when both sample freely. The graph is
     sampled by the executor (``backend="torch"``) or by the simulate of its pgmpy
-    FunctionalBayesianNetwork (``backend="pgmpy"``)."""
+    FunctionalBayesianNetwork (``backend="pgmpy"``; ``pgmpy_model`` gives one already built,
+    e.g. a standalone export's ``build()``)."""
     import copy
 
     from .verify import check_graph
@@ -276,9 +407,10 @@ def check(
     source = _as_source(source, example_inputs, input_shapes, weights, structure_only)
     network = source.module
     if source.onnx is not None:  # onnxruntime (onnx.reference where it has no kernel)
-        from .frontends.onnx_model import OnnxReference
+        from .frontends.onnx import build_graph
+        from .verify.onnx import OnnxReference
 
-        network = OnnxReference(source.onnx)
+        network = OnnxReference(source.onnx, build_graph(source.onnx))
     if graph is None:
         copied = source if source.onnx is not None else copy.deepcopy(source)
         graph = convert(copied, train=train, latent=latent, likelihood=likelihood)
@@ -286,11 +418,17 @@ def check(
         network.train(train)
     except NotImplementedError:  # an exported program keeps the mode it was exported in
         pass
-    pgmpy_model = None
-    if backend == "pgmpy":
-        pgmpy_model = to_pgmpy(graph, kind="functional", num_samples=samples, max_units=max_units)
-    elif backend != "torch":
+    if backend not in ("torch", "pgmpy"):
         raise UsageError(f"unknown check backend {backend!r}: use torch or pgmpy")
+    sampler = None
+    if backend == "pgmpy" or pgmpy_model is not None:
+        from .backends.pgmpy import Simulator
+
+        if pgmpy_model is None:
+            pgmpy_model = to_pgmpy(
+                graph, kind="functional", num_samples=samples, max_units=max_units
+            )
+        sampler = Simulator(graph, pgmpy_model)
     return check_graph(
         graph,
         network,
@@ -299,5 +437,51 @@ def check(
         seed=seed,
         rtol=rtol,
         alpha=alpha,
-        pgmpy_model=pgmpy_model,
+        sampler=sampler,
     )
+
+
+def parse_input_shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
+    """``["x=1,784", ...]`` (the CLI's ``--input-shape``) as ``{"x": (1, 784), ...}``; a
+    bad or repeated one raises :class:`~nn2pgm.source.SourceError` naming it."""
+    from .frontends.sources import parse_input_shapes as _parse
+
+    return _parse(texts)
+
+
+def limited(max_elements: int | None) -> Any:
+    """A context manager: the element budget (elements per tensor) for the block
+    (``None``: the default); see :mod:`nn2pgm.limits`."""
+    from .limits import limited as _limited
+
+    return _limited(max_elements)
+
+
+def deadline(seconds: float | None, what: str = "running") -> Any:
+    """A context manager: give up the block after ``seconds`` (``None``: never) with a
+    :class:`~nn2pgm.errors.ResourceError` naming the stage; see :mod:`nn2pgm.guard`."""
+    from .guard import deadline as _deadline
+
+    return _deadline(seconds, what)
+
+
+def summary_rows(graph: Graph) -> list[dict[str, Any]]:
+    """``inspect``'s rows: one per node (node, kind, op, shape, distribution, observed,
+    params)."""
+    from .summary import rows
+
+    return rows(graph)
+
+
+def summary_totals(graph: Graph) -> dict[str, Any]:
+    """``inspect``'s counts over the whole graph."""
+    from .summary import totals
+
+    return totals(graph)
+
+
+def summary_table(graph: Graph) -> str:
+    """``inspect``'s table of a graph's random variables, as text."""
+    from .summary import table
+
+    return table(graph)

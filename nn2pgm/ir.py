@@ -11,7 +11,7 @@ This module imports nothing else of nn2pgm but its error class (`nn2pgm.errors`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,7 +145,6 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.model: dict[str, Any] = dict(model or {})
-        self.edge_kinds: dict[tuple[str, str], str] = {}
         # Tensors the programs read by key (weights, buffers, folded constants): written beside
         # a JSON document as safetensors.
         self.tensors: dict[str, Any] = {}
@@ -174,9 +173,10 @@ class Graph:
     def set_parents(self, node_id: str, parents: Iterable[str]) -> None:
         """Replace a node's parents (its CPD arguments) and the matching edges."""
         node = self[node_id]
-        self.dag.remove_edges_from([(p, node_id) for p in node.parents])
-        node.parents = tuple(dict.fromkeys(parents))
-        self.dag.add_edges_from((p, node_id) for p in node.parents)
+        new = tuple(dict.fromkeys(parents))
+        self.dag.remove_edges_from([(p, node_id) for p in node.parents if p not in new])
+        node.parents = new
+        self.dag.add_edges_from((p, node_id) for p in new if not self.dag.has_edge(p, node_id))
         self._order = None
 
     def rename(self, old: str, new: str) -> None:
@@ -196,10 +196,6 @@ class Graph:
             }
         self.inputs = [new if i == old else i for i in self.inputs]
         self.outputs = [new if o == old else o for o in self.outputs]
-        self.edge_kinds = {
-            (new if s == old else s, new if t == old else t): k
-            for (s, t), k in self.edge_kinds.items()
-        }
 
     # -- reading ----------------------------------------------------------------------------
     def __getitem__(self, node_id: str) -> Node:
@@ -230,7 +226,20 @@ class Graph:
 
     def edge_kind(self, source: str, target: str) -> str:
         """The kind of an edge: ``deterministic`` unless a pass set another."""
-        return self.edge_kinds.get((source, target), "deterministic")
+        return self.dag.edges[source, target].get("kind", "deterministic")
+
+    def set_edge_kind(self, source: str, target: str, kind: str) -> None:
+        """Mark the edge ``source -> target`` (which must exist) as ``kind`` (``inference``,
+        ``adversarial``, ...); the kind is the edge's ``"kind"`` attribute in :attr:`dag`."""
+        if not self.dag.has_edge(source, target):
+            raise GraphError(f"no edge {source!r} -> {target!r} to mark as {kind}")
+        self.dag.edges[source, target]["kind"] = kind
+
+    @property
+    def edge_kinds(self) -> EdgeKinds:
+        """The edges with a kind set, as a mapping ``(source, target) -> kind`` over the
+        ``"kind"`` attributes of :attr:`dag`'s edges (assigning sets the attribute)."""
+        return EdgeKinds(self)
 
     def children(self, node_id: str) -> list[str]:
         return list(self.dag.successors(node_id))
@@ -281,3 +290,62 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"Graph({self.model.get('name', '?')!r}, {len(self)} nodes)"
+
+
+class EdgeKinds(MutableMapping):
+    """``graph.edge_kinds``: the ``"kind"`` attributes of a graph's edges as a mapping."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def __getitem__(self, edge: tuple[str, str]) -> str:
+        data = self.graph.dag.edges.get(edge) if isinstance(edge, tuple) else None
+        if data is None or "kind" not in data:
+            raise KeyError(edge)
+        return data["kind"]
+
+    def __setitem__(self, edge: tuple[str, str], kind: str) -> None:
+        self.graph.set_edge_kind(*edge, kind)
+
+    def __delitem__(self, edge: tuple[str, str]) -> None:
+        self[edge]  # noqa: B018 - KeyError for an edge without a kind
+        del self.graph.dag.edges[edge]["kind"]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((s, t) for s, t, kind in self.graph.dag.edges(data="kind") if kind is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class UniqueNames:
+    """Fresh node ids: ``fresh("relu")`` is ``relu``, then ``relu_1``, ``relu_2``, ...; a name
+    already taken (given at the start, or handed out) is skipped. Names are only added, so the
+    search per base resumes where it stopped and naming n nodes stays linear.
+
+    >>> names = UniqueNames(["x"])
+    >>> [names.fresh("relu"), names.fresh("relu"), names.fresh("x")]
+    ['relu', 'relu_1', 'x_1']
+    """
+
+    def __init__(self, taken: Iterable[str] = ()) -> None:
+        self.taken: set[str] = set(taken)
+        self._next: dict[str, int] = {}
+
+    def fresh(self, base: str) -> str:
+        """``base``, else the first of ``base_1``, ``base_2``, ... not taken; now taken."""
+        k = self._next.get(base, 0)
+        name = f"{base}_{k}" if k else base
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        self._next[base] = k + 1
+        return name
+
+    def add(self, name: str) -> None:
+        """Mark ``name`` as taken."""
+        self.taken.add(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.taken

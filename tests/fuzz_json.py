@@ -4,8 +4,13 @@ with one line; any other exception fails. Four tests: structural changes of the 
 document (dropped, renamed, retyped keys, unknown or later parents, cycles, duplicates, deep
 nesting, unicode), values json.dumps cannot write (nesting thousands deep, integers of
 thousands of digits, NaN and Infinity literals, duplicate keys), edits of the text, and edits
-of the file's bytes. The hypothesis profile decides the example count (tests/conftest.py): each
-test runs that many examples, 4 x 250 = 1,000 documents with ``--hypothesis-profile long``."""
+of the file's bytes. A fifth test mutates the programs of a version-2 document (references,
+tensor keys, op names, calls, arguments) read beside its weights: it must load or raise
+``DocumentError``, and a graph that loads must sample or raise an ``Nn2pgmError`` with one
+line. The hypothesis profile decides the example count (tests/conftest.py): each test runs
+that many examples, 5 x 250 = 1,250 documents with ``--hypothesis-profile long``. Program
+mutations use small values only: a document may still ask an op for a huge tensor (the element
+budget is not checked before each op runs)."""
 
 from __future__ import annotations
 
@@ -392,3 +397,124 @@ def test_byte_edits_of_a_file_load_or_raise_document_error(json_folder, spec, da
     for _ in range(data.draw(st.integers(1, 3), label="byte edits")):
         raw = _edit_bytes(raw, data)
     outcome_of_bytes(raw, json_folder)  # invalid UTF-8, control bytes, broken tokens
+
+
+# -- version 2: programs and weights ----------------------------------------------------------
+PROGRAM_MUTATIONS = ["ref", "tensor", "fn", "drop_call", "duplicate_call", "arg", "kwarg", "output"]
+small_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 3),
+        st.sampled_from([0.5, -1.0, 2.0]),
+        st.text(max_size=6),
+        st.sampled_from(WORDS),
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+small_templates = small_values | st.builds(
+    lambda tag, v: {tag: v},
+    st.sampled_from(["$ref", "$t", "$sym", "$tuple", "$dtype", "$float", "$slice", "$opaque"]),
+    small_values | st.lists(st.integers(-3, 3), min_size=1, max_size=3),
+)
+FNS = [
+    "torch.nn.functional.linear",
+    "torch.relu",
+    "torch.add",
+    "torch.Tensor.view",
+    "torch.randn_like",
+    "family::Normal",
+    "family::Bernoulli",
+    "family::Nope",
+    "custom::MyFunction",
+    "onnx::Relu",
+    "torch.load",
+    "os.system",
+]
+
+
+def versioned_document(folder: Path) -> Path:
+    """A version-2 document with its weights, written once into ``folder``."""
+    from tests.backends.test_document import hand_graph
+
+    path = folder / "base.json"
+    if not path.exists():
+        nn2pgm.write(hand_graph(), str(path))
+    return path
+
+
+def _mutate_program(doc: Any, data: st.DataObject) -> Any:
+    programs = [n["program"] for n in _nodes(doc) if isinstance(n.get("program"), dict)]
+    if not programs:
+        return doc
+    program = data.draw(st.sampled_from(programs), label="program")
+    calls = program.get("calls") if isinstance(program.get("calls"), list) else []
+    kind = data.draw(st.sampled_from(PROGRAM_MUTATIONS), label="program mutation")
+    call = data.draw(st.sampled_from(calls), label="call") if calls else {}
+    if not isinstance(call, dict):
+        return doc
+    args = call.get("args") if isinstance(call.get("args"), list) else None
+    if kind == "ref":
+        program["output"] = {"$ref": [data.draw(st.integers(-6, 6), label="index")]}
+    elif kind == "tensor" and args is not None:
+        key = data.draw(st.sampled_from(["w1", "b1", "fc2.w", "tie", "nope", ""]), label="key")
+        args.append({"$t": key})
+    elif kind == "fn":
+        call["fn"] = data.draw(st.sampled_from(FNS) | st.text(max_size=8), label="fn")
+    elif kind == "drop_call" and calls:
+        calls.remove(call)
+    elif kind == "duplicate_call" and calls:
+        calls.append(copy.deepcopy(call))
+    elif kind == "arg" and args:
+        i = data.draw(st.integers(0, len(args) - 1), label="arg")
+        args[i] = data.draw(small_templates, label="template")
+    elif kind == "kwarg" and isinstance(call.get("kwargs"), dict):
+        name = data.draw(st.sampled_from(["loc", "scale", "shape", "dim", "inplace", "x"]))
+        call["kwargs"][name] = data.draw(small_templates, label="template")
+    elif kind == "output":
+        program["output"] = data.draw(small_templates, label="output")
+    return doc
+
+
+def sample_outcome(path: Path) -> str:
+    """Load the document beside its weights; a graph must then sample (with small inputs)
+    or raise an Nn2pgmError with one line."""
+    import torch
+
+    from nn2pgm.errors import Nn2pgmError
+
+    if outcome(path) == "refused":
+        return "refused"
+    graph = nn2pgm.load(path)
+    try:
+        nn2pgm.sample(graph, {"x": torch.zeros(2, 3)} if "x" in graph else {}, num_samples=2)
+    except Nn2pgmError as error:
+        assert str(error) and "\n" not in str(error), repr(str(error))
+        event("loaded, sampling refused")
+        return "refused to run"
+    event("loaded and sampled")
+    return "sampled"
+
+
+@given(data=st.data())
+def test_mutated_programs_load_or_raise_document_error_and_sample_or_raise_nn2pgm_error(
+    json_folder, data
+):
+    base = versioned_document(json_folder)
+    doc: Any = json.loads(base.read_text())
+    for _ in range(data.draw(st.integers(1, 3), label="program mutations")):
+        doc = _mutate_program(doc, data)
+    if data.draw(st.booleans(), label="and a structural mutation"):
+        doc = _mutate(doc, data, ["drop", "rename", "parent", "model_io", "parameter"])
+    fd, name = tempfile.mkstemp(suffix=".json", dir=json_folder)  # beside base.safetensors
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(doc))
+        result = sample_outcome(Path(name))
+    finally:
+        os.unlink(name)
+    if doc == json.loads(base.read_text()):
+        assert result == "sampled"

@@ -150,7 +150,7 @@ def test_trained_weights_are_used(tmp_path, capsys):
     weights = tmp_path / "decoder.pt"
     torch.save(trained.state_dict(), weights)
     graph = nn2pgm.convert("fixtures/vae.py:VAEDecoder", weights=str(weights))
-    assert torch.all(graph["fc4"].module_object.bias == 3.0)
+    assert torch.all(graph.tensors["fc4.bias"] == 3.0)
     assert main(["check", "fixtures/vae.py:VAEDecoder", "--weights", str(weights)]) == 0
 
 
@@ -177,7 +177,7 @@ def test_check_exits_1_when_a_weight_in_the_graph_is_perturbed(monkeypatch, caps
 
     def perturbed_convert(*args, **kwargs):
         graph = real_convert(*args, **kwargs)
-        weight = graph["fc1"].module_object.weight
+        weight = graph.tensors["fc1.weight"]  # the weight the graph reads
         with __import__("torch").no_grad():
             weight[0, 0] += 0.05
         return graph
@@ -200,4 +200,4 @@ def test_safetensors_weights_are_read(tmp_path):
     path = tmp_path / "decoder.safetensors"
     save_file(trained.state_dict(), str(path))
     graph = nn2pgm.convert("fixtures/vae.py:VAEDecoder", weights=str(path))
-    assert torch.equal(graph["fc3"].module_object.weight, trained.fc3.weight)
+    assert torch.equal(graph.tensors["fc3.weight"], trained.fc3.weight)

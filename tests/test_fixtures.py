@@ -43,7 +43,7 @@ def test_check_fails_when_a_weight_inside_the_graph_is_perturbed():
 
     graph = nn2pgm.convert(copy.deepcopy(source))
     with torch.no_grad():
-        graph["conv2"].module_object.weight[0, 0, 0, 0] += 1e-2
+        graph.tensors["conv2.weight"][0, 0, 0, 0] += 1e-2
     report = nn2pgm.check(source, graph=graph, samples=8)
     assert not report.passed
     assert report.outputs[0].max_abs > 0

@@ -605,6 +605,7 @@ from tests.fuzz_json import (  # noqa: E402, F401
     json_folder,
     test_byte_edits_of_a_file_load_or_raise_document_error,
     test_deep_huge_non_finite_and_duplicate_values_load_or_raise_document_error,
+    test_mutated_programs_load_or_raise_document_error_and_sample_or_raise_nn2pgm_error,
     test_structurally_mutated_documents_load_or_raise_document_error,
     test_text_edits_load_or_raise_document_error,
 )

@@ -134,7 +134,13 @@ def test_a_symlink_is_followed_its_target_written_and_the_link_kept(net, tmp_pat
     assert result.returncode == 0, result.stderr
     assert os.readlink(link) == "graph.json"
     assert target.read_text().startswith('{\n  "format": "nn2pgm.graph"')
-    assert sorted(os.listdir(tmp_path)) == ["graph.json", "latest.json", "net.py"]
+    # the weights go beside the file written, named after it
+    assert sorted(os.listdir(tmp_path)) == [
+        "graph.json",
+        "graph.safetensors",
+        "latest.json",
+        "net.py",
+    ]
 
 
 def test_a_symlink_to_the_model_source_is_refused(net, tmp_path):

@@ -1,7 +1,11 @@
 """JSON backend: a graph as an ``nn2pgm.graph`` document, and back.
 
-The document is ``{"format": "nn2pgm.graph", "version": 1, "model": {...}, "nodes": [...],
+The document is ``{"format": "nn2pgm.graph", "version": 2, "model": {...}, "nodes": [...],
 "edges": [...]}``, described by the JSON Schema shipped as ``nn2pgm/schema/graph.schema.json``.
+Version 2 gives each node its CPD as a ``program`` (calls into the op table, see
+:mod:`nn2pgm.ops.program`) whose tensors (``{"$t": key}``) are stored beside the JSON in the
+safetensors file that ``model.weights`` names (:mod:`.document`); without that key the document
+is structure only. Version 1 documents (structure only, no programs) are still read.
 The same graph always gives the same bytes: nodes and edges keep the graph's order, the fields
 of nodes and edges a fixed order, free-form objects (``model``, ``attrs``, distribution
 parameters) sorted keys; two-space indentation with flat arrays and objects of plain values
@@ -29,10 +33,13 @@ from typing import Any
 
 from ..errors import Nn2pgmError
 from ..ir import Distribution, Graph, GraphError, Node, shape_from_json
-from ._files import Paths, atomic_write
+from . import document as _weights
+from ._files import Paths, atomic_write, check_output
+from ._layout import dump as _dump
 
 FORMAT = "nn2pgm.graph"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 NODE_FIELDS = (
     "id",
     "op",
@@ -44,6 +51,7 @@ NODE_FIELDS = (
     "dtype",
     "parents",
     "attrs",
+    "program",
 )
 _MAX_MESSAGE = 200
 MAX_DEPTH = 64  # arrays and objects nested in a document (the writer's values stay below it)
@@ -58,20 +66,56 @@ class DocumentError(Nn2pgmError, ValueError):
 
 
 # -- writing ----------------------------------------------------------------------------------
-def to_json(graph: Graph) -> str:
-    """The graph as an ``nn2pgm.graph`` JSON document (same graph, same string)."""
-    return _dump(document(graph)) + "\n"
+def to_json(graph: Graph, *, weights: str | None = None) -> str:
+    """The graph as an ``nn2pgm.graph`` JSON document (same graph, same string); ``weights``
+    names the safetensors file beside it that holds the graph's tensors (none: structure
+    only)."""
+    return _dump(document(graph, weights=weights)) + "\n"
 
 
-def write_json(graph: Graph, path: str | os.PathLike[str], *, protect: Paths = ()) -> None:
+def write_json(
+    graph: Graph, path: str | os.PathLike[str], *, protect: Paths = (), weights: bool = True
+) -> None:
     """Write the graph's JSON document to ``path`` atomically (never over the ``protect``
-    files; see :func:`~nn2pgm.backends._files.atomic_write`)."""
-    atomic_write(path, to_json(graph), protect=protect)
+    files; see :func:`~nn2pgm.backends._files.atomic_write`) and, unless ``weights`` is false,
+    its tensors beside it (``model.json`` -> ``model.safetensors``, see :mod:`.document`).
+
+    The weights are written first, then the JSON, each atomically; when the JSON cannot be
+    written, a weights file that did not exist before is removed again, so that both files
+    appear or neither does."""
+    protect = tuple(protect)
+    if not weights:
+        atomic_write(path, to_json(graph), protect=protect)
+        return
+    check_output(path, protect)
+    name, blob_path = _weights.weights_name(path), _weights.weights_path(path)
+    if os.path.realpath(blob_path) == os.path.realpath(os.fspath(path)):
+        raise DocumentError(
+            f"cannot write the document {os.fspath(path)}: its weights would be written to the "
+            "same file; give the JSON a .json suffix"
+        )
+    text = to_json(graph, weights=name)
+    blob = _weights.serialize(graph)
+    check_output(blob_path, protect)
+    existed = os.path.lexists(blob_path)
+    atomic_write(blob_path, blob, protect=protect)
+    try:
+        atomic_write(path, text, protect=protect)
+    except BaseException:
+        if not existed:
+            try:
+                os.unlink(blob_path)
+            except OSError:
+                pass
+        raise
 
 
-def document(graph: Graph) -> dict[str, Any]:
+def document(graph: Graph, *, weights: str | None = None) -> dict[str, Any]:
     """The graph's document as Python data, keys in the order they are written."""
     data = graph.as_dict()
+    data["model"].pop("weights", None)  # the file name is the writer's to give
+    if weights is not None:
+        data["model"]["weights"] = _weights.check_weights_name(weights)
     nodes = []
     for node in data["nodes"]:
         try:
@@ -157,56 +201,6 @@ def _canonical(value: Any, room: int = MAX_DEPTH) -> Any:
     raise _Unencodable(value)
 
 
-def _dump(value: Any) -> str:
-    parts: list[str] = []
-    _write(value, "", parts)
-    return "".join(parts)
-
-
-def _write(value: Any, indent: str, parts: list[str]) -> None:
-    """Objects and arrays one item per line, except small flat ones (shapes, edges) inline."""
-    if isinstance(value, dict):
-        if all(not isinstance(v, (dict, list)) for v in value.values()):
-            items = (f"{_scalar(k)}: {_scalar(v)}" for k, v in value.items())
-            parts.append("{" + ", ".join(items) + "}")
-            return
-        inner = indent + "  "
-        parts.append("{")
-        for i, (key, item) in enumerate(value.items()):
-            parts.append(("," if i else "") + "\n" + inner + _scalar(key) + ": ")
-            _write(item, inner, parts)
-        parts.append("\n" + indent + "}")
-    elif isinstance(value, list):
-        if _flat(value):
-            parts.append(_inline(value))
-            return
-        inner = indent + "  "
-        parts.append("[")
-        for i, item in enumerate(value):
-            parts.append(("," if i else "") + "\n" + inner)
-            _write(item, inner, parts)
-        parts.append("\n" + indent + "]")
-    else:
-        parts.append(_scalar(value))
-
-
-def _flat(value: list) -> bool:
-    return all(not isinstance(v, dict) and (not isinstance(v, list) or _flat(v)) for v in value)
-
-
-def _inline(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_inline(v) for v in value) + "]"
-    return _scalar(value)
-
-
-_SCALARS = json.JSONEncoder(ensure_ascii=True, allow_nan=False)  # json.dumps makes one a call
-
-
-def _scalar(value: Any) -> str:
-    return _SCALARS.encode(value)
-
-
 # -- schema -----------------------------------------------------------------------------------
 def schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the document, as shipped in ``nn2pgm/schema``."""
@@ -231,10 +225,11 @@ def validate(doc: Any) -> None:
         raise DocumentError(
             f"not an nn2pgm graph document: 'format' is {doc.get('format')!r}, expected {FORMAT!r}"
         )
-    if doc.get("version") != VERSION:
+    version = doc.get("version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise DocumentError(
-            f"unsupported {FORMAT} version {doc.get('version')!r}: this nn2pgm reads "
-            f"version {VERSION}"
+            f"unsupported {FORMAT} version {version!r}: this nn2pgm reads versions "
+            f"{' and '.join(map(str, READABLE_VERSIONS))}"
         )
     import jsonschema
 
@@ -274,8 +269,13 @@ def _one_line(error: Any) -> str:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def load(source: str | os.PathLike[str]) -> Graph:
+def load(source: str | os.PathLike[str], *, weights: bool = True) -> Graph:
     """Read a document back into a :class:`Graph`: from a file, or from the JSON text itself.
+
+    A version-2 document read from a file gets its tensors (``Graph.tensors``) from the
+    safetensors file its ``model.weights`` names, in the document's own folder; with
+    ``weights=False``, or for a document given as text, or one written without weights, the
+    graph has its programs but no tensors (it can be inspected and written, not run).
 
     ``source`` is a path (``str`` or ``os.PathLike``) of a UTF-8 file, except that a ``str``
     whose first character other than white space is ``{`` is the document's text (a document
@@ -292,7 +292,21 @@ def load(source: str | os.PathLike[str]) -> Graph:
     name = os.fspath(source)
     if isinstance(name, bytes):
         name = os.fsdecode(name)
-    return _from_text(_read_text(name), f"{name}: ")
+    return _from_text(_read_text(name), f"{name}: ", name if weights else None)
+
+
+def document_files(path: str | os.PathLike[str]) -> list[str]:
+    """The files reading the document ``path`` may read: the JSON, the weights file it
+    names, and the one a writer would name (outputs must not replace them)."""
+    name = os.fspath(path)
+    files = [name, _weights.weights_path(name)]
+    try:
+        doc = _parse(_read_text(name))
+        weights = doc["model"]["weights"]
+        _weights.check_weights_name(weights)
+    except (DocumentError, KeyError, TypeError):
+        return files
+    return [*files, os.path.join(os.path.dirname(os.path.realpath(name)), weights)]
 
 
 def loads(text: str) -> Graph:
@@ -347,14 +361,19 @@ def _shown(name: str) -> str:
     return text if len(text) <= 80 else f"{text[:60]}… ({len(name)} characters)"
 
 
-def _from_text(text: str, prefix: str) -> Graph:
+def _from_text(text: str, prefix: str, path: str | None = None) -> Graph:
+    """The graph of ``text``; its weights are read from beside ``path`` when one is given."""
     try:
         doc = _parse(text)
     except DocumentError as e:
         raise DocumentError(f"{prefix}{e}") from None
     try:
         validate(doc)
-        return from_document(doc)
+        graph = from_document(doc)
+        if path is not None and "weights" in doc["model"]:
+            needed = _weights.needed_keys(graph)
+            graph.tensors = _weights.read_weights(path, doc["model"]["weights"], needed)
+        return graph
     except ValueError as e:  # DocumentError or GraphError: say which file
         raise DocumentError(f"{prefix}{e}") from None
 
@@ -468,7 +487,9 @@ def _check_strings(doc: Any) -> None:
 def from_document(doc: dict[str, Any]) -> Graph:
     """The graph described by a schema-valid document (raises :class:`DocumentError`)."""
     model = doc["model"]
-    graph = Graph({k: v for k, v in model.items() if k not in ("inputs", "outputs")})
+    if "weights" in model:
+        _weights.check_weights_name(model["weights"])
+    graph = Graph({k: v for k, v in model.items() if k not in ("inputs", "outputs", "weights")})
     listed = {n["id"] for n in doc["nodes"]}
     for item in doc["nodes"]:
         if item["id"] in graph:
@@ -483,6 +504,9 @@ def from_document(doc: dict[str, Any]) -> Graph:
                     "after its parents"
                 )
         dist = item["distribution"]
+        program = item.get("program")
+        if program is not None:
+            _weights.check_program(item["id"], program, len(item["parents"]))
         graph.add(
             Node(
                 id=item["id"],
@@ -497,6 +521,7 @@ def from_document(doc: dict[str, Any]) -> Graph:
                 dtype=item["dtype"],
                 parents=tuple(item["parents"]),
                 attrs=item.get("attrs", {}),
+                program=program,
             )
         )
     listed_edges: set[tuple[str, str]] = set()

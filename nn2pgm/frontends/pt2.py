@@ -46,7 +46,9 @@ import torch
 
 from .. import limits
 from ..errors import ResourceError
-from .sources import SourceError, _one_line
+from ..source import SourceError
+from ..source import error_line as _one_line
+from .patches import Patcher
 
 MAX_ENTRIES = 100_000
 """Entries one archive may hold (GPT-2 saved with ``torch.export.save`` holds about 160)."""
@@ -145,9 +147,32 @@ def _check_directory(path: str, infos: list[zipfile.ZipInfo], file_size: int) ->
             f"not a saved torch.export program ({_FIX})"
         )
     root = infos[0].filename.partition("/")[0]
-    seen: set[str] = set()
+    _check_names(path, infos, root)
+    # then what each entry is (a name that escapes is reported before what it holds)
     total = 0
     spans = []
+    for info in infos:
+        shown = _shown(info.filename)
+        _check_kind(path, info.filename[len(root) + 1 :], shown)
+        limits.check_bytes(f"{path} entry {shown}", info.file_size)
+        total += info.file_size
+        if total > MAX_ARCHIVE_BYTES:
+            raise ResourceError(
+                f"{path} declares more than {MAX_ARCHIVE_BYTES} bytes in all (at {shown}): "
+                "not a usable model"
+            )
+        spans.append(_check_storage(path, info, shown, file_size))
+    spans.sort()
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise SourceError(
+                f"{path} is a damaged zip archive (entries {first} and {second} overlap): {_FIX}"
+            )
+
+
+def _check_names(path: str, infos: list[zipfile.ZipInfo], root: str) -> None:
+    """Every entry's name is safe, unique, inside ``root``, and no link or encrypted."""
+    seen: set[str] = set()
     for info in infos:
         name = info.filename
         shown = _shown(name)
@@ -163,60 +188,52 @@ def _check_directory(path: str, infos: list[zipfile.ZipInfo], file_size: int) ->
             raise SourceError(f"{path} holds an encrypted entry ({shown}): {_FIX}")
         if not name.startswith(root + "/"):
             raise SourceError(f"{path} holds an entry outside its root folder ({shown}): {_FIX}")
-    # then what each entry is (a name that escapes is reported before what it holds)
-    for info in infos:
-        name = info.filename
-        shown = _shown(name)
-        inner = name[len(root) + 1 :]
-        if inner.startswith("data/aotinductor/") or inner.endswith(_NATIVE_SUFFIXES):
-            raise SourceError(f"{path} holds native code ({shown}): {_NATIVE_FIX}")
-        if _PICKLED_CONSTANT.match(inner):
+
+
+def _check_kind(path: str, inner: str, shown: str) -> None:
+    """The entry (``inner``: its name inside the root folder) is one torch.export.save
+    writes: no native code, no pickled objects."""
+    if inner.startswith("data/aotinductor/") or inner.endswith(_NATIVE_SUFFIXES):
+        raise SourceError(f"{path} holds native code ({shown}): {_NATIVE_FIX}")
+    if _PICKLED_CONSTANT.match(inner):
+        raise SourceError(
+            f"{path} holds pickled Python objects ({shown}); nn2pgm reads only tensors"
+        )
+    if not any(pattern.fullmatch(inner) for pattern in ALLOWED_ENTRIES):
+        raise SourceError(
+            f"{path} holds an entry torch.export.save does not write ({shown}): "
+            f"nn2pgm reads only programs saved with torch.export.save"
+        )
+
+
+def _check_storage(
+    path: str, info: zipfile.ZipInfo, shown: str, file_size: int
+) -> tuple[int, int, str]:
+    """The entry's compression is one torch reads and not a bomb, and it lies inside the
+    file: its ``(start, end, shown name)`` in the file."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        if info.compress_size != info.file_size:
             raise SourceError(
-                f"{path} holds pickled Python objects ({shown}); nn2pgm reads only tensors"
+                f"{path} is a damaged zip archive (entry {shown} declares {info.file_size} "
+                f"bytes but stores {info.compress_size}): {_FIX}"
             )
-        if not any(pattern.fullmatch(inner) for pattern in ALLOWED_ENTRIES):
-            raise SourceError(
-                f"{path} holds an entry torch.export.save does not write ({shown}): "
-                f"nn2pgm reads only programs saved with torch.export.save"
-            )
-        limits.check_bytes(f"{path} entry {shown}", info.file_size)
-        total += info.file_size
-        if total > MAX_ARCHIVE_BYTES:
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
             raise ResourceError(
-                f"{path} declares more than {MAX_ARCHIVE_BYTES} bytes in all (at {shown}): "
-                "not a usable model"
+                f"{path} entry {shown} unpacks {info.compress_size} bytes to "
+                f"{info.file_size}, more than {MAX_COMPRESSION_RATIO}:1 (a zip bomb?): {_FIX}"
             )
-        if info.compress_type == zipfile.ZIP_STORED:
-            if info.compress_size != info.file_size:
-                raise SourceError(
-                    f"{path} is a damaged zip archive (entry {shown} declares {info.file_size} "
-                    f"bytes but stores {info.compress_size}): {_FIX}"
-                )
-        elif info.compress_type == zipfile.ZIP_DEFLATED:
-            if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-                raise ResourceError(
-                    f"{path} entry {shown} unpacks {info.compress_size} bytes to "
-                    f"{info.file_size}, more than {MAX_COMPRESSION_RATIO}:1 (a zip bomb?): {_FIX}"
-                )
-        else:
-            raise SourceError(
-                f"{path} entry {shown} uses a compression torch does not read "
-                f"(method {info.compress_type}): {_FIX}"
-            )
-        # the local header (30 bytes + name + extra) and the data must lie inside the file
-        start = info.header_offset
-        end = start + 30 + len(name.encode("utf-8")) + info.compress_size
-        if start < 0 or end > file_size:
-            raise SourceError(
-                f"{path} is a damaged zip archive (entry {shown} lies beyond its end)"
-            )
-        spans.append((start, end, shown))
-    spans.sort()
-    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
-        if start < end:
-            raise SourceError(
-                f"{path} is a damaged zip archive (entries {first} and {second} overlap): {_FIX}"
-            )
+    else:
+        raise SourceError(
+            f"{path} entry {shown} uses a compression torch does not read "
+            f"(method {info.compress_type}): {_FIX}"
+        )
+    # the local header (30 bytes + name + extra) and the data must lie inside the file
+    start = info.header_offset
+    end = start + 30 + len(info.filename.encode("utf-8")) + info.compress_size
+    if start < 0 or end > file_size:
+        raise SourceError(f"{path} is a damaged zip archive (entry {shown} lies beyond its end)")
+    return start, end, shown
 
 
 def _check_payload(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
@@ -437,22 +454,7 @@ def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.T
     def no_native_code(*_: Any, **__: Any) -> Any:
         raise SourceError(f"{path} holds native code (AOTInductor): {_NATIVE_FIX}")
 
-    original_load = torch.load
-
-    def tensors_only(f: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs["weights_only"] = True
-        try:
-            return original_load(f, *args, **kwargs)
-        except pickle.UnpicklingError:
-            # torch's message suggests weights_only=False: never repeat that to the user
-            raise SourceError(
-                f"{path} holds pickled Python objects other than tensors; nn2pgm reads only tensors"
-            ) from None
-
-    saved = (torch.load, _package.pickle, torch._C._pickle_load_obj, _package._load_aoti)
-    torch.load, torch._C._pickle_load_obj = tensors_only, refuse
-    _package._load_aoti = no_native_code
-    _package.pickle = type(
+    no_pickle = type(
         "NoPickle",
         (),
         {
@@ -461,18 +463,35 @@ def load_exported_program(path: str) -> tuple[torch.nn.Module, dict[str, torch.T
         },
     )
     logger = logging.getLogger("torch.export")
-    level, logger.level = logger.level, logging.CRITICAL
-    try:
-        contents = _package.load_pt2(str(file))
-    except SourceError:
-        raise
-    except Exception as error:  # noqa: BLE001 - torch's deserializer, fed the user's file
-        raise SourceError(
-            f"{path} is not a saved torch.export program ({_one_line(error)})"
-        ) from None
-    finally:
-        torch.load, _package.pickle, torch._C._pickle_load_obj, _package._load_aoti = saved
-        logger.setLevel(level)
+    with Patcher() as patcher:  # process-wide patches: one thread at a time, always undone
+        original_load = torch.load
+
+        def tensors_only(f: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs["weights_only"] = True
+            try:
+                return original_load(f, *args, **kwargs)
+            except pickle.UnpicklingError:
+                # torch's message suggests weights_only=False: never repeat that to the user
+                raise SourceError(
+                    f"{path} holds pickled Python objects other than tensors; nn2pgm reads "
+                    "only tensors"
+                ) from None
+
+        patcher.patch(torch, "load", tensors_only)
+        patcher.patch(torch._C, "_pickle_load_obj", refuse)
+        patcher.patch(_package, "_load_aoti", no_native_code)
+        patcher.patch(_package, "pickle", no_pickle)
+        level, logger.level = logger.level, logging.CRITICAL
+        try:
+            contents = _package.load_pt2(str(file))
+        except SourceError:
+            raise
+        except Exception as error:  # noqa: BLE001 - torch's deserializer, fed the user's file
+            raise SourceError(
+                f"{path} is not a saved torch.export program ({_one_line(error)})"
+            ) from None
+        finally:
+            logger.setLevel(level)
     program = contents.exported_programs.get("model")
     if program is None:
         raise SourceError(

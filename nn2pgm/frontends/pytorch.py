@@ -1,16 +1,17 @@
 """PyTorch frontend: a torch module and example inputs -> :class:`nn2pgm.ir.Graph`.
 
-The forward pass is recorded twice (see :mod:`.tracing`), with 2 and with 3 samples. Integers
-that differ between the two records in proportion to the number of samples (``x.view(B, -1)``)
-become symbolic, so the graph runs for any number of samples; everything else must agree, or
-the graph is kept at the example's fixed batch size. Constant sub-computations (``arange``, a
-weight's transpose) are folded into the CPDs that read them, and ``depth`` groups layers by
-module path.
+The forward pass is recorded twice (see :mod:`.tracing`), with 1 and 2 samples (2 and 3 when
+a batch of 1 changes the structure). Integers that differ between the two records in
+proportion to the number of samples (``x.view(B, -1)``) become symbolic, so the graph runs for
+any number of samples; everything else must agree, or the graph is kept at the example's fixed
+batch size. Constant sub-computations (``arange``, a weight's transpose) are folded into the
+programs that read them, the calls of one torch.nn layer become the layer's node, and
+``depth`` groups layers by module path. :mod:`.torch_nodes` writes the nodes and their
+programs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,29 +19,10 @@ import torch
 
 from ..errors import Nn2pgmError
 from ..guard import allow_depth, user_code, walk_modules
-from ..ir import (
-    DETERMINISTIC,
-    STOCHASTIC,
-    Distribution,
-    Graph,
-    Node,
-    batch_multiple,
-    symbolic_dim,
-)
-from .random_ops import random_distribution
-from .sources import refuse_meta
-from .tracing import (
-    Call,
-    Const,
-    DropoutMask,
-    MaskedDropout,
-    Recorder,
-    Ref,
-    Sym,
-    Trace,
-    TraceError,
-    op_name,
-)
+from ..ir import Graph, batch_multiple, symbolic_dim
+from ..source import refuse_meta
+from .torch_nodes import Group, build_graph, leaves_of, map_template, refs_of
+from .tracing import Call, Const, Recorder, Ref, Sym, Trace, TraceError
 
 # Batch sizes of the two records: 1 and 2 cost least; 2 and 3 when a batch of 1 changes the
 # structure (``x.squeeze()`` drops a batch dimension of 1).
@@ -131,8 +113,8 @@ def merge_traces(t1: Trace, t2: Trace, b1: int, b2: int) -> tuple[list[Call], An
         raise NotBatchable("the two records have different lengths")
     calls, shapes = [], []
     for c1, c2 in zip(t1.calls, t2.calls):
-        same = c1.target is c2.target or _same_layer(c1.target, c2.target)
-        if not same or (c1.kind, c1.op, c1.scope) != (c2.kind, c2.op, c2.scope):
+        same = c1.target is c2.target or (c1.kind == "input" and c1.target == c2.target)
+        if not same or (c1.kind, c1.op, c1.scope, c1.p) != (c2.kind, c2.op, c2.scope, c2.p):
             raise NotBatchable(f"call {c1.index} differs")
         args = _merge(c1.args, c2.args, b1, b2)
         kwargs = _merge(c1.kwargs, c2.kwargs, b1, b2)
@@ -143,42 +125,14 @@ def merge_traces(t1: Trace, t2: Trace, b1: int, b2: int) -> tuple[list[Call], An
     return calls, outputs, groups, shapes
 
 
-def _same_layer(a: Any, b: Any) -> bool:
-    """Two layers nn2pgm made while recording (dropout masks) that do the same thing."""
-    made = (DropoutMask, MaskedDropout)
-    return type(a) is type(b) and isinstance(a, made) and vars(a) == vars(b)
-
-
 def static_shapes(trace: Trace) -> list:
     """Shapes of a single record, all dimensions fixed."""
     return [_shape(c.value, c.value, 1, 1) for c in trace.calls]
 
 
 # -- folding constants ------------------------------------------------------------------------
-def _map(template: Any, fn: Callable[[Any], Any]) -> Any:
-    if isinstance(template, (Ref, Sym, Const)):
-        return fn(template)
-    if isinstance(template, torch.Size):
-        return template
-    if isinstance(template, (list, tuple)):
-        return type(template)(_map(t, fn) for t in template)
-    if isinstance(template, dict):
-        return {k: _map(v, fn) for k, v in template.items()}
-    if isinstance(template, slice):
-        return slice(*(_map(x, fn) for x in (template.start, template.stop, template.step)))
-    return template
-
-
-def _refs(template: Any) -> list[Ref]:
-    found: list[Ref] = []
-    _map(template, lambda t: found.append(t) if isinstance(t, Ref) else None)
-    return found
-
-
 def _has_sym(template: Any) -> bool:
-    found: list[Sym] = []
-    _map(template, lambda t: found.append(t) if isinstance(t, Sym) else None)
-    return bool(found)
+    return any(isinstance(t, Sym) for t in leaves_of(template))
 
 
 def _index(value: Any, path: tuple) -> Any:
@@ -187,8 +141,11 @@ def _index(value: Any, path: tuple) -> Any:
     return value
 
 
-def fold_constants(calls: list[Call], outputs: Any, groups: dict) -> tuple[list[Call], Any, dict]:
-    """Replace constant function calls (no input, no randomness, no batch size) by constants."""
+def fold_constants(
+    calls: list[Call], outputs: Any, groups: dict, keep: frozenset = frozenset()
+) -> tuple[list[Call], Any, dict]:
+    """Replace constant function calls (no input, no randomness, no batch size) by constants;
+    the calls in ``keep`` (the outputs of torch.nn layers: an embedding of positions) stay."""
     constant: dict[int, Call] = {}
     kept: list[Call] = []
 
@@ -198,344 +155,105 @@ def fold_constants(calls: list[Call], outputs: Any, groups: dict) -> tuple[list[
         return t
 
     for call in calls:
-        args, kwargs = _map(call.args, fold), _map(call.kwargs, fold)
-        call = replace(call, args=args, kwargs=kwargs)
-        foldable = call.kind == "function" and not call.data and call.random is None
-        if foldable and not _has_sym((args, kwargs)) and not _refs((args, kwargs)):
+        refs = refs_of((call.args, call.kwargs))
+        if any(r.call in constant for r in refs):
+            args, kwargs = map_template(call.args, fold), map_template(call.kwargs, fold)
+            call = replace(call, args=args, kwargs=kwargs)
+            refs = refs_of((args, kwargs))
+        args, kwargs = call.args, call.kwargs
+        foldable = call.kind in ("function", "identity") and not call.data and not call.random
+        foldable = foldable and call.index not in keep
+        if foldable and not refs and not _has_sym((args, kwargs)):
             constant[call.index] = call
         else:
             kept.append(call)
-    return kept, _map(outputs, fold), {k: _map(v, fold) for k, v in groups.items()}
+    return kept, map_template(outputs, fold), {k: map_template(v, fold) for k, v in groups.items()}
 
 
 def prune(calls: list[Call], outputs: Any) -> list[Call]:
     """Drop deterministic calls whose values reach no output (inputs and random ops stay)."""
-    needed = {r.call for r in _refs(outputs)}
+    needed = {r.call for r in refs_of(outputs)}
     kept = []
     for call in reversed(calls):
         if call.index in needed or call.kind == "input" or call.random or call.inplace is not None:
-            needed.update(r.call for r in _refs((call.args, call.kwargs)))
+            needed.update(r.call for r in refs_of((call.args, call.kwargs)))
             kept.append(call)
     return kept[::-1]
 
 
-# -- building the IR --------------------------------------------------------------------------
-def _compile(template: Any) -> Callable[[dict, int], Any]:
-    """A function (values by call index, number of samples) -> the template filled in."""
-    if isinstance(template, Ref):
-        call, path = template.call, template.path
-        if not path:
-            return lambda env, n: env[call]
-        return lambda env, n: _index(env[call], path)
-    if isinstance(template, Sym):
-        k = template.k
-        return lambda env, n: k * n
-    if isinstance(template, Const):
-        value = template.value
-        return lambda env, n: value
-    if isinstance(template, (list, tuple)) and not isinstance(template, torch.Size):
-        parts = [_compile(t) for t in template]
-        kind = list if isinstance(template, list) else tuple
-        return lambda env, n: kind(p(env, n) for p in parts)
-    if isinstance(template, dict):
-        parts_d = {k: _compile(v) for k, v in template.items()}
-        return lambda env, n: {k: p(env, n) for k, p in parts_d.items()}
-    if isinstance(template, slice):
-        s = [_compile(x) for x in (template.start, template.stop, template.step)]
-        return lambda env, n: slice(s[0](env, n), s[1](env, n), s[2](env, n))
-    return lambda env, n: template
-
-
-def _evaluator(call: Call) -> Callable[[Any, int], Any]:
-    """The CPD function of a call whose refs are positions among its parents:
-    (parent values, number of samples) -> value."""
-    args_t, kwargs_t = call.args, call.kwargs
-    args, kwargs = _compile(args_t), _compile(kwargs_t)
-    target = call.target
-    if call.op == "setitem":
-
-        def setitem(env: dict, n: int) -> Any:
-            a = args(env, n)
-            a[0][a[1]] = a[2]
-            return a[0]
-
-        return setitem
-    if not call.kwargs:
-        return lambda env, n: target(*args(env, n))
-    return lambda env, n: target(*args(env, n), **kwargs(env, n))
-
-
-def _parameter_count(call: Call) -> int:
-    if call.kind == "module":
-        return sum(p.numel() for p in call.target.parameters())
-    seen = {}
-    _map(
-        (call.args, call.kwargs),
-        lambda t: (
-            seen.setdefault(id(t.value), t.value)
-            if isinstance(t, Const) and isinstance(t.value, torch.nn.Parameter)
-            else None
-        ),
-    )
-    return sum(p.numel() for p in seen.values())
-
-
-def _dtype(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return str(value.dtype).removeprefix("torch.")
-    if isinstance(value, (list, tuple)) and value:
-        return _dtype(value[0])
-    return "none"
-
-
+# -- grouping calls into layers and modules ---------------------------------------------------
 @dataclass
-class Group:
-    """The calls of one module call at the chosen depth, collapsed into one layer."""
+class Scopes:
+    """What the record knows about module calls: output templates, classes, torch.nn layers."""
 
-    key: tuple
-    calls: list[Call]
-    output: Any
+    outputs: dict[tuple, Any]
+    classes: dict[tuple, str]
+    leaves: set[tuple]
 
 
-def group_by_depth(
-    calls: list[Call], outputs: Any, module_outputs: dict, depth: int | None
-) -> list[Call | Group]:
-    """Collapse every call deeper than ``depth`` module levels into its module at ``depth``."""
+def group_by_depth(calls: list[Call], scopes: Scopes, depth: int | None) -> list[Call | Group]:
+    """Collapse every call deeper than ``depth`` module levels into its module at ``depth``
+    (a torch.nn layer at that depth stays a layer)."""
     if depth is None:
         return list(calls)
     items: list[Call | Group] = []
     open_groups: dict[tuple, Group] = {}
     for call in calls:
         key = call.scope[: depth + 1]
-        if call.kind == "input" or len(call.scope) < depth + 1 or key not in module_outputs:
+        if (
+            call.kind == "input"
+            or len(call.scope) < depth + 1
+            or key not in scopes.outputs
+            or key in scopes.leaves
+        ):
             items.append(call)
             continue
         if key not in open_groups:
-            open_groups[key] = Group(key, [], module_outputs[key])
+            cls = scopes.classes.get(key, "Module")
+            open_groups[key] = Group(key, [], scopes.outputs[key], cls, layer=False)
             items.append(open_groups[key])
         open_groups[key].calls.append(call)
     return items
 
 
-def build_graph(
-    items: list[Call | Group],
-    outputs: Any,
-    shapes: dict[int, tuple],
-    module_classes: dict[tuple, str],
-    model: dict[str, Any],
-) -> Graph:
-    """Turn calls (and groups of calls) into IR nodes with their CPD functions."""
-    graph = Graph(model)
-    ids: dict[int, str] = {}  # call index -> node id holding its value
-    owner: dict[int, tuple[str, dict]] = {}  # inner call index -> (group node id, ref map)
-    used: set[str] = set()
+def _layer_of(call: Call, leaves: set[tuple]) -> tuple | None:
+    for end in range(1, len(call.scope) + 1):
+        if call.scope[:end] in leaves:
+            return call.scope[:end]
+    return None
 
-    def fresh(base: str) -> str:
-        base = base or "module"
-        name, k = base, 1
-        while name in used:
-            name, k = f"{base}_{k}", k + 1
-        used.add(name)
-        return name
 
-    def outer(t: Any) -> Any:
-        """Rewrite a ref to a grouped call into a ref into its group's output."""
-        if isinstance(t, Ref) and t.call in owner:
-            group_id, positions = owner[t.call]
-            for (call, path), pos in positions.items():
-                if call == t.call and t.path[: len(path)] == path:
-                    return Ref(group_id, (*pos, *t.path[len(path) :]))
-            raise TraceError(f"a value inside module {group_id!r} is read outside of it")
-        if isinstance(t, Ref):
-            return Ref(ids[t.call], t.path)
-        return t
-
-    def outer_or_inner(inner: set[int]) -> Callable[[Any], Any]:
-        """Refs to calls outside ``inner`` as node refs; refs inside become ``Ref(None)``."""
-        return lambda t: Ref(None) if isinstance(t, Ref) and t.call in inner else outer(t)
-
-    per_scope: dict[tuple, int] = {}  # calls under each module scope, nested ones included
+def group_layers(items: list[Call | Group], scopes: Scopes) -> list[Call | Group]:
+    """The calls of each torch.nn layer call as one layer (a :class:`Group` with ``layer``);
+    a dropout layer's keep-mask stays a node of its own, before the layer."""
+    order: list[Any] = []  # items, and the keys of layers where they start
+    layers: dict[tuple, list[Call]] = {}
     for item in items:
-        for call in item.calls if isinstance(item, Group) else [item]:
-            for end in range(1, len(call.scope) + 1):
-                per_scope[call.scope[:end]] = per_scope.get(call.scope[:end], 0) + 1
-    for item in items:
-        if isinstance(item, Call):
-            alone = item.kind == "function" and per_scope.get(item.scope) == 1
-            node = _node(item, fresh(_base_name(item, alone)), shapes[item.index], outer)
-            ids[item.index] = node.id
-            graph.add(node)
-            if item.kind == "input":
-                graph.inputs.append(node.id)
+        key = _layer_of(item, scopes.leaves) if isinstance(item, Call) else None
+        if key is None or item.kind == "input":
+            order.append(item)
             continue
-        path = item.key[-1][0]
-        group_id = fresh(path)
-        inner = {c.index for c in item.calls}
-        inner_ids = {c.index: f"{group_id}/{c.index}" for c in item.calls}
-
-        parent_ids = list(
-            dict.fromkeys(
-                r.call
-                for c in item.calls
-                for r in _refs(_map((c.args, c.kwargs), outer_or_inner(inner)))
-                if r.call is not None
-            )
-        )
-        position = {p: i for i, p in enumerate(parent_ids)}
-
-        def inside(t: Any, inner=inner, inner_ids=inner_ids, position=position) -> Any:
-            if isinstance(t, Ref) and t.call in inner:
-                return Ref(inner_ids[t.call], t.path)
-            t = outer(t)
-            return Ref(position[t.call], t.path) if isinstance(t, Ref) else t
-
-        evaluators = [(inner_ids[c.index], _evaluator(_rebind(c, inside))) for c in item.calls]
-        out_fn = _compile(_map(item.output, inside))
-        positions: dict[tuple, tuple] = {}
-        _positions(item.output, (), positions)
-
-        def run_group(values: list, n: int, evaluators=evaluators, out_fn=out_fn) -> Any:
-            env: dict[Any, Any] = dict(enumerate(values))
-            for node_id, fn in evaluators:
-                env[node_id] = fn(env, n)
-            return out_fn(env, n)
-
-        random = sorted({c.random for c in item.calls if c.random})
-        stochastic = bool(random)
-        attrs = {"params": sum(_parameter_count(c) for c in item.calls), "layers": len(item.calls)}
-        if random:
-            attrs["random"] = random
-        node = Node(
-            id=group_id,
-            op=module_classes.get(item.key, "Module"),
-            module=path,
-            kind=STOCHASTIC if stochastic else DETERMINISTIC,
-            distribution=Distribution("Implicit" if stochastic else "Delta"),
-            shape=_group_shape(item.output, shapes),
-            dtype=_dtype_of_template(item.output, item.calls),
-            parents=tuple(parent_ids),
-            attrs=attrs,
-            evaluate=run_group,
-        )
-        graph.add(node)
-        for c in item.calls:
-            owner[c.index] = (group_id, positions)
-    output_ids = []
-    for ref in _refs(_map(outputs, outer)):
-        if ref.path:
-            raise TraceError("an output is an element of a layer's tuple value; return a tensor")
-        output_ids.append(ref.call)
-    graph.outputs = output_ids
-    return graph.validate()
+        if key not in layers:
+            layers[key] = []
+            order.append(key)
+        layers[key].append(item)
+    out: list[Call | Group] = []
+    for entry in order:
+        if not isinstance(entry, tuple):
+            out.append(entry)
+            continue
+        calls = layers[entry]
+        masks = [c for c in calls if c.kind == "mask"]
+        rest = [c for c in calls if c.kind != "mask"]
+        if masks and len(rest) == 1:
+            out.extend(masks)
+            calls = rest
+        cls = scopes.classes.get(entry, "Module")
+        out.append(Group(entry, calls, scopes.outputs.get(entry), cls, layer=True))
+    return out
 
 
-def _positions(template: Any, pos: tuple, out: dict) -> None:
-    if isinstance(template, Ref):
-        out[(template.call, template.path)] = pos
-    elif isinstance(template, (list, tuple)):
-        for i, t in enumerate(template):
-            _positions(t, (*pos, i), out)
-
-
-def _group_shape(template: Any, shapes: dict[int, tuple]) -> tuple:
-    if isinstance(template, Ref):
-        return _index_shape(shapes[template.call], template.path)
-    if isinstance(template, (list, tuple)):
-        return tuple(_group_shape(t, shapes) for t in template)
-    return ()
-
-
-def _index_shape(shape: tuple, path: tuple) -> tuple:
-    for p in path:
-        shape = shape[p]
-    return shape
-
-
-def _dtype_of_template(template: Any, calls: list[Call]) -> str:
-    by_index = {c.index: c for c in calls}
-    for ref in _refs(template):
-        if ref.call in by_index:
-            return _dtype(_index(by_index[ref.call].value, ref.path))
-    return "none"
-
-
-def _base_name(call: Call, alone: bool) -> str:
-    """Input name, module path, or ``<module path>.<op>``; a function call that is alone in
-    its module (a user-defined layer with one op) takes the module's path."""
-    if call.kind == "input":
-        return call.target
-    if call.kind == "module":
-        return call.scope[-1][0] or call.op.lower()
-    path = call.scope[-1][0] if call.scope else ""
-    if alone and path:
-        return path
-    return f"{path}.{call.op}" if path else call.op
-
-
-def _node(call: Call, node_id: str, shape: tuple, outer: Callable) -> Node:
-    refs = _refs(_map((call.args, call.kwargs), outer))
-    parents = tuple(dict.fromkeys(r.call for r in refs))
-    attrs: dict[str, Any] = {}
-    if call.kind == "input":
-        return Node(
-            id=node_id,
-            op="input",
-            kind=STOCHASTIC,
-            observed=True,
-            distribution=Distribution("Data"),
-            shape=shape,
-            dtype=_dtype(call.value),
-        )
-    if call.kind == "function":
-        target = call.target
-        attrs["target"] = (
-            type(target).__name__ if isinstance(target, torch.nn.Module) else _target_name(target)
-        )
-    params = _parameter_count(call)
-    if params:
-        attrs["params"] = params
-    if call.inplace is not None:
-        mutated = _map(call.args[call.inplace], outer)
-        if isinstance(mutated, Ref):
-            attrs["inplace_of"] = mutated.call
-    stochastic = call.random is not None
-    if stochastic:
-        attrs["random"] = call.op
-    position = {p: i for i, p in enumerate(parents)}
-
-    def positional(t: Any) -> Any:
-        t = outer(t)
-        return Ref(position[t.call], t.path) if isinstance(t, Ref) else t
-
-    evaluate = _evaluator(_rebind(call, positional))
-    family, params = call.random or "Delta", {}
-    if stochastic:
-        family, params = random_distribution(call, lambda t: outer(t).call)
-    return Node(
-        id=node_id,
-        op=call.op,
-        module=call.scope[-1][0] if call.scope else "",
-        kind=STOCHASTIC if stochastic else DETERMINISTIC,
-        distribution=Distribution(family, params),
-        shape=shape,
-        dtype=_dtype(call.value),
-        parents=parents,
-        origin=call.index,
-        attrs=attrs,
-        evaluate=evaluate,
-        module_object=call.target if call.kind == "module" else None,
-    )
-
-
-def _rebind(call: Call, fn: Callable[[Any], Any]) -> Call:
-    """``call`` with the refs of its arguments rewritten by ``fn``."""
-    return replace(call, args=_map(call.args, fn), kwargs=_map(call.kwargs, fn))
-
-
-def _target_name(func: Any) -> str:
-    return op_name(func)[1]
-
-
+# -- entry point ------------------------------------------------------------------------------
 def _run_once(module: torch.nn.Module, inputs: dict[str, torch.Tensor], name: str) -> Trace:
     try:
         return Recorder(module).run(inputs)
@@ -565,7 +283,17 @@ def _parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in seen.values())
 
 
-# -- entry point ------------------------------------------------------------------------------
+def tensor_names(module: torch.nn.Module) -> dict[int, str]:
+    """``id(tensor) -> state_dict name`` of the module's parameters and buffers; a tensor held
+    under two names (tied weights) keeps the first."""
+    names: dict[int, str] = {}
+    for path, sub in walk_modules(module):
+        for key, tensor in [*sub._parameters.items(), *sub._buffers.items()]:
+            if tensor is not None:
+                names.setdefault(id(tensor), f"{path}.{key}" if path else key)
+    return names
+
+
 def trace_module(
     module: torch.nn.Module,
     example_inputs: dict[str, torch.Tensor],
@@ -583,6 +311,27 @@ def trace_module(
         return _trace(module, example_inputs, train, depth, name, source)
 
 
+def _record(module: torch.nn.Module, example_inputs: dict[str, torch.Tensor], name: str):
+    """The merged record: calls, outputs, module scopes, shapes by call, and the batch."""
+    for b1, b2 in TRACE_BATCHES:
+        try:
+            t1 = Recorder(module).run({k: with_batch(v, b1) for k, v in example_inputs.items()})
+            t2 = Recorder(module, shapes_from=t1).run(
+                {k: with_batch(v, b2) for k, v in example_inputs.items()}
+            )
+            calls, outputs, groups, shape_list = merge_traces(t1, t2, b1, b2)
+            scopes = Scopes(groups, t1.module_classes, t1.leaves)
+            return calls, outputs, scopes, shape_list, "N"
+        except Nn2pgmError:
+            raise
+        except Exception:  # noqa: BLE001 - try the next batch sizes, then the example's own
+            continue
+    t = _run_once(module, example_inputs, name)
+    scopes = Scopes(t.module_outputs, t.module_classes, t.leaves)
+    batch = next(iter(example_inputs.values())).shape[0]
+    return t.calls, t.output, scopes, static_shapes(t), batch
+
+
 def _trace(
     module: torch.nn.Module,
     example_inputs: dict[str, torch.Tensor],
@@ -595,31 +344,19 @@ def _trace(
         module.train(train)
     except NotImplementedError:  # an exported program keeps the mode it was exported in
         pass
-    batch: int | str = "N"
-    for b1, b2 in TRACE_BATCHES:
-        try:
-            t1 = Recorder(module).run({k: with_batch(v, b1) for k, v in example_inputs.items()})
-            t2 = Recorder(module, shapes_from=t1).run(
-                {k: with_batch(v, b2) for k, v in example_inputs.items()}
-            )
-            calls, outputs, groups, shape_list = merge_traces(t1, t2, b1, b2)
-            classes = t1.module_classes
-            break
-        except Nn2pgmError:
-            raise
-        except Exception:  # noqa: BLE001 - try the next batch sizes, then the example's own
-            continue
-    else:
-        t = _run_once(module, example_inputs, name or type(module).__name__)
-        calls, outputs, groups = t.calls, t.output, t.module_outputs
-        shape_list, classes = static_shapes(t), t.module_classes
-        batch = next(iter(example_inputs.values())).shape[0]
+    label = name or type(module).__name__
+    calls, outputs, scopes, shape_list, batch = _record(module, example_inputs, label)
     shapes = {c.index: s for c, s in zip(calls, shape_list)}
-    calls, outputs, groups = fold_constants(calls, outputs, groups)
+    layer_outputs = frozenset(
+        out.call
+        for key, out in scopes.outputs.items()
+        if key in scopes.leaves and isinstance(out, Ref)
+    )
+    calls, outputs, scopes.outputs = fold_constants(calls, outputs, scopes.outputs, layer_outputs)
     calls = prune(calls, outputs)
-    items = group_by_depth(calls, outputs, groups, depth)
+    items = group_layers(group_by_depth(calls, scopes, depth), scopes)
     model = {
-        "name": name or type(module).__name__,
+        "name": label,
         "source": source or type(module).__module__ + ":" + type(module).__qualname__,
         "frontend": "pytorch",
         "mode": "train" if train else "eval",
@@ -627,4 +364,4 @@ def _trace(
         "batch": batch,
         "parameters": _parameters(module),
     }
-    return build_graph(items, outputs, shapes, classes, model)
+    return build_graph(items, outputs, shapes, tensor_names(module), model)

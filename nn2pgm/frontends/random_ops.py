@@ -1,19 +1,140 @@
-"""Random ops: the distribution family of each and which argument feeds which parameter.
+"""Random ops of the PyTorch frontend: which torch calls draw, the distribution family of each,
+and which argument feeds which parameter.
 
-One small function per op, keyed by op name, like onnx's reference ops. A function gets the
-call's argument templates and returns ``(family, {parameter: template or number})``.
+The calls that count as random are exactly the ones the check's capture
+(``nn2pgm.verify.reference``) keeps, in the same order, so that a node's
+``attrs["random_index"]`` names the draw of the network it stands for:
+
+- torch's random functions and methods (:data:`RANDOM_FUNCTIONS`), wherever they are called;
+- dropout-like calls (:data:`TRAINING_FLAGS`) whose training flag is on and whose ``p`` is not
+  0. A dropout that multiplies by a keep-mask (:data:`MASKED`) becomes two nodes, the mask
+  ``~ Bernoulli(1 - p)`` (the random one) and ``x * (mask / (1 - p))``; the others
+  (``alpha_dropout``, ``rrelu``) stay one random call.
+
+One small function per op gives the family's parameters, like onnx's reference ops: it gets
+the call's argument templates and returns ``(family, {parameter: template or number})``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .tracing import Call, Const, Ref
+if TYPE_CHECKING:
+    from .tracing import Call
 
 Params = dict[str, Any]
+
+# Random functions and methods by short name (``torch.Tensor.normal_`` -> ``normal_``) -> the
+# family of their output.
+RANDOM_FUNCTIONS = {
+    "randn": "Normal",
+    "randn_like": "Normal",
+    "normal": "Normal",
+    "normal_": "Normal",
+    "rand": "Uniform",
+    "rand_like": "Uniform",
+    "uniform_": "Uniform",
+    "randint": "Categorical",
+    "randint_like": "Categorical",
+    "random_": "Categorical",
+    "bernoulli": "Bernoulli",
+    "bernoulli_": "Bernoulli",
+    "multinomial": "Categorical",
+    "poisson": "Poisson",
+    "exponential_": "Exponential",
+    "geometric_": "Geometric",
+    "cauchy_": "Cauchy",
+    "log_normal_": "LogNormal",
+    "randperm": "Permutation",
+    "_standard_gamma": "Gamma",
+    "_sample_dirichlet": "Dirichlet",
+    "binomial": "Binomial",
+}
+# Dropout-like calls: short name -> (position of the training flag, its default, position of p,
+# its default). Random only in training and with p > 0.
+TRAINING_FLAGS = {
+    "dropout": (2, True, 1, 0.5),
+    "dropout_": (2, True, 1, 0.5),
+    "dropout1d": (2, True, 1, 0.5),
+    "dropout2d": (2, True, 1, 0.5),
+    "dropout3d": (2, True, 1, 0.5),
+    "alpha_dropout": (2, False, 1, 0.5),
+    "feature_alpha_dropout": (2, False, 1, 0.5),
+    "native_dropout": (2, True, 1, 0.5),
+    "rrelu": (3, False, None, None),
+    "rrelu_": (3, False, None, None),
+}
+MASKED = {"dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d"}
+PER_CHANNEL = {"dropout1d", "dropout2d", "dropout3d"}
+# Families of the dropout-like calls that stay one random call.
+_TRAINING_FAMILIES = {"rrelu": "Uniform", "rrelu_": "Uniform"}
+
+
+# Calls that draw inside themselves, out of the capture's sight (their dropout, in training):
+# short name -> (position of p, its keyword, position of the training flag, its default).
+# They are stochastic nodes of family Implicit without a ``random_index``.
+HIDDEN_DROPOUTS = {
+    "multi_head_attention_forward": (10, "dropout_p", 13, True),
+    "scaled_dot_product_attention": (4, "dropout_p", None, True),
+    "lstm": (5, "dropout", 6, False),
+    "gru": (5, "dropout", 6, False),
+    "rnn_tanh": (5, "dropout", 6, False),
+    "rnn_relu": (5, "dropout", 6, False),
+}
+
+
+def draws_inside(name: str, args: tuple, kwargs: dict) -> bool:
+    """True for a call whose own dropout is on (an attention or a recurrent layer in
+    training): its output is random, but no random call of it can be seen."""
+    spec = HIDDEN_DROPOUTS.get(name)
+    if spec is None:
+        return False
+    p_at, p_name, train_at, default = spec
+    if train_at is not None and not (len(args) > 2 and isinstance(args[2], list)):
+        if name != "multi_head_attention_forward":
+            return False  # a recurrent call on a packed sequence: other positions
+    p = _argument(args, kwargs, p_at, (p_name,), 0.0)
+    train = (
+        default
+        if train_at is None
+        else _argument(args, kwargs, train_at, ("training", "train"), default)
+    )
+    return bool(train) and isinstance(p, (int, float)) and float(p) > 0
+
+
+def _argument(args: tuple, kwargs: dict, position: int | None, names: tuple, default: Any) -> Any:
+    if position is not None and len(args) > position:
+        return args[position]
+    return next((kwargs[k] for k in names if k in kwargs), default)
+
+
+def random_kind(name: str, args: tuple, kwargs: dict) -> tuple[str, str] | None:
+    """``("draw", family)`` for a random call, ``("mask", "Bernoulli")`` for a masked dropout
+    in training, ``("output", family)`` for another dropout-like call in training; None for a
+    call that draws nothing."""
+    family = RANDOM_FUNCTIONS.get(name)
+    if family is not None:
+        return "draw", family
+    flags = TRAINING_FLAGS.get(name)
+    if flags is None:
+        return None
+    at, default, p_at, p_default = flags
+    if not _argument(args, kwargs, at, ("training", "train"), default):
+        return None
+    if p_default is not None and float(dropout_p(name, args, kwargs)) == 0:
+        return None
+    if name in MASKED:
+        return "mask", "Bernoulli"
+    return "output", _TRAINING_FAMILIES.get(name, "Bernoulli")
+
+
+def dropout_p(name: str, args: tuple, kwargs: dict) -> float:
+    """The drop probability of a dropout-like call."""
+    _, _, p_at, p_default = TRAINING_FLAGS[name]
+    return float(_argument(args, kwargs, p_at, ("p",), p_default))
 
 
 def _arg(call: Call, position: int, name: str, default: Any = None) -> Any:
@@ -72,7 +193,7 @@ def _poisson(call: Call) -> tuple[str, Params]:
 
 
 def _dropout_mask(call: Call) -> tuple[str, Params]:
-    return "Bernoulli", {"probs": 1.0 - call.target.p}
+    return "Bernoulli", {"probs": 1.0 - call.p}
 
 
 RANDOM_OPS: dict[str, Callable[[Call], tuple[str, Params]]] = {
@@ -93,8 +214,10 @@ RANDOM_OPS: dict[str, Callable[[Call], tuple[str, Params]]] = {
 }
 
 
-def random_distribution(call: Call, parent_of: Callable[[Ref], str]) -> tuple[str, Params]:
+def random_distribution(call: Call, parent_of: Callable[[Any], str]) -> tuple[str, Params]:
     """The family of a random call and its parameters: parent ids or plain numbers."""
+    from .tracing import Const, Ref
+
     rule = RANDOM_OPS.get(call.op)
     if rule is None:
         return call.random or "Implicit", {}

@@ -13,7 +13,6 @@ import pickle
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +20,10 @@ import torch
 
 from .. import limits
 from ..errors import Nn2pgmError
-from ..guard import allow_depth, stage, user_code, walk_modules
-
-
-class SourceError(Nn2pgmError, ValueError):
-    """The user's source, input shapes or weights are not usable; the message says the fix."""
-
-
-@dataclass
-class Source:
-    """A network ready to trace: the module, its example inputs, where it came from."""
-
-    module: torch.nn.Module
-    example_inputs: dict[str, torch.Tensor]
-    spec: str
-    name: str
-    input_ranges: dict[str, int] = field(default_factory=dict)
-    onnx: Any = None  # an ONNX file's loaded model (then ``module`` is None)
-    # Every file the source was read from (model file, weights, external data), resolved:
-    # outputs may never be written over them.
-    files: tuple[str, ...] = ()
+from ..guard import allow_depth, stage, user_code
+from ..source import Source, SourceError, refuse_meta
+from ..source import error_line as _one_line
+from ..source import meta_tensor as _meta_tensor
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -338,26 +321,6 @@ def _torch_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
-def _meta_tensor(module: torch.nn.Module) -> str | None:
-    """The name of a parameter or buffer of ``module`` on the meta device, or None."""
-    for path, sub in walk_modules(module):
-        for key, tensor in [*sub._parameters.items(), *sub._buffers.items()]:
-            if tensor is not None and tensor.is_meta:
-                return f"{path}.{key}" if path else key
-    return None
-
-
-def refuse_meta(module: torch.nn.Module, name: str) -> None:
-    """SourceError if ``module`` has parameters (or buffers) on the meta device."""
-    meta = _meta_tensor(module)
-    if meta is not None:
-        raise SourceError(
-            f"parameters on the meta device have no values ({name}: {meta}): load weights "
-            "with --weights (load_state_dict(..., assign=True) in Python) or build the module "
-            "on the CPU"
-        )
-
-
 def _shown(path: str) -> str:
     """A path as it can be printed on one line (quoted when it holds control characters)."""
     return path if path.isprintable() else repr(path)
@@ -392,7 +355,7 @@ def load_source(
         if input_shapes:
             raise SourceError(f"{spec} fixes its own input shapes: drop --input-shape")
     elif spec.endswith(".onnx"):
-        from .onnx_model import load_onnx_source
+        from .onnx import load_onnx_source
 
         if weights:
             raise SourceError(f"{spec} carries its own weights: drop --weights")
@@ -420,9 +383,3 @@ def load_source(
 def _resolved(paths: list[str]) -> tuple[str, ...]:
     """The paths that name existing files, resolved (links followed)."""
     return tuple(str(Path(p).resolve()) for p in paths if p and Path(p).is_file())
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -1,18 +1,25 @@
-"""Record one eager forward pass of a torch module as a list of calls.
+"""Record one eager forward pass of a torch module as a list of torch function calls.
 
-A :class:`Recorder` runs ``module(**inputs)`` once with a ``TorchFunctionMode`` and a patched
-``nn.Module.__call__``. Every call of a torch.nn layer (a leaf module) and every torch function
-or tensor method outside such layers becomes a :class:`Call`; tensors are followed by identity.
-Arguments are kept as templates in which traced tensors are :class:`Ref` s. Running the real
-forward keeps Python control flow on shapes, devices and flags working (a DCGAN's
-``input.is_cuda`` branch) at the cost of one forward pass; asking a traced tensor's *value*
-(``if x.sum() > 0``) raises :class:`DataDependentError`.
+A :class:`Recorder` runs ``module(**inputs)`` once with a ``TorchFunctionMode``. Every torch
+function or tensor method the forward calls at the outermost level becomes a :class:`Call`,
+also inside torch.nn layers: ``nn.Linear`` records ``F.linear(x, weight, bias)``, ``nn.LSTM``
+``torch.lstm(x, hx, [weights...], ...)``. (Inside a call the mode is off, so
+``F.layer_norm``'s own ``torch.layer_norm`` is not seen.) Tensors are followed by identity and
+arguments kept as templates in which traced tensors are :class:`Ref` s.
+
+Module calls are followed through a scoped patch of ``nn.Module.__call__`` (:mod:`.patches`)
+to know each call's module path; a torch.nn layer's calls are marked so that the graph keeps
+one node per layer. Running the real forward keeps Python control flow on shapes, devices and
+flags working (a DCGAN's ``input.is_cuda`` branch) at the cost of one forward pass; asking a
+traced tensor's *value* (``if x.sum() > 0``) raises :class:`DataDependentError`.
 """
 
 from __future__ import annotations
 
+import functools
 import linecache
 import os
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +30,9 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 from ..errors import Nn2pgmError
 from ..guard import walk_modules
+from ..ops import torch_ops
+from .patches import Patcher
+from .random_ops import PER_CHANNEL, draws_inside, dropout_p, random_kind
 
 
 class TraceError(Nn2pgmError):
@@ -37,7 +47,7 @@ class DataDependentError(TraceError):
 class Ref:
     """A reference to (an element of) the value of a recorded call."""
 
-    call: int
+    call: Any
     path: tuple = ()
 
 
@@ -55,49 +65,6 @@ class Const:
     value: Any
 
 
-# Random ops: op name -> distribution family of their output.
-RANDOM_FUNCTIONS = {
-    "randn": "Normal",
-    "randn_like": "Normal",
-    "normal": "Normal",
-    "normal_": "Normal",
-    "rand": "Uniform",
-    "rand_like": "Uniform",
-    "uniform_": "Uniform",
-    "randint": "Categorical",
-    "randint_like": "Categorical",
-    "random_": "Categorical",
-    "bernoulli": "Bernoulli",
-    "bernoulli_": "Bernoulli",
-    "multinomial": "Categorical",
-    "poisson": "Poisson",
-    "exponential_": "Exponential",
-    "geometric_": "Geometric",
-    "cauchy_": "Cauchy",
-    "log_normal_": "LogNormal",
-    "randperm": "Permutation",
-    "_standard_gamma": "Gamma",
-    "_sample_dirichlet": "Dirichlet",
-    "binomial": "Binomial",
-    "rrelu": "Uniform",
-    "rrelu_": "Uniform",
-}
-# Dropout-like ops are random only when their training flag is on.
-DROPOUT_FUNCTIONS = {
-    "dropout": 2,
-    "dropout_": 2,
-    "dropout1d": 2,
-    "dropout2d": 2,
-    "dropout3d": 2,
-    "alpha_dropout": 2,
-    "feature_alpha_dropout": 2,
-    "native_dropout": 2,
-}
-DROPOUT_MODULES = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout"}
-# Dropouts that multiply by a keep-mask: recorded as mask ~ Bernoulli(1 - p) and its use.
-MASKED_DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d"}
-MASKED_DROPOUTS |= {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d"}
-DROPOUT_MODULES |= {"FeatureAlphaDropout", "RReLU"}
 # Reading these from a tensor that depends on the inputs is data-dependent control flow.
 # (By method name: ``x.float()`` casts, ``float(x)`` reads the value.)
 VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy"}
@@ -107,57 +74,17 @@ VALUE_READS |= {"__complex__", "__array__"}
 DATA_SHAPE_OPS = {"nonzero", "argwhere", "unique", "unique_consecutive", "_unique", "_unique2"}
 DATA_SHAPE_OPS |= {"bincount", "masked_select", "repeat_interleave", "where", "getitem"}
 DATA_SHAPE_OPS |= {"tensor_split"}
-# Layers that treat every sample on its own (dimension 0 is the batch): their output for a
-# batch of repeated rows is the output for one row, repeated.
-PER_SAMPLE_LAYERS = {
-    "Linear",
-    "Conv1d",
-    "Conv2d",
-    "Conv3d",
-    "ConvTranspose1d",
-    "ConvTranspose2d",
-    "ConvTranspose3d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "BatchNorm3d",
-    "LayerNorm",
-    "GroupNorm",
-    "InstanceNorm1d",
-    "InstanceNorm2d",
-    "InstanceNorm3d",
-    "ReLU",
-    "ReLU6",
-    "LeakyReLU",
-    "ELU",
-    "SELU",
-    "GELU",
-    "SiLU",
-    "Mish",
-    "Tanh",
-    "Sigmoid",
-    "Softplus",
-    "Hardtanh",
-    "Hardswish",
-    "Hardsigmoid",
-    "Softmax",
-    "LogSoftmax",
-    "MaxPool1d",
-    "MaxPool2d",
-    "MaxPool3d",
-    "AvgPool1d",
-    "AvgPool2d",
-    "AvgPool3d",
-    "AdaptiveAvgPool1d",
-    "AdaptiveAvgPool2d",
-    "AdaptiveAvgPool3d",
-    "AdaptiveMaxPool1d",
-    "AdaptiveMaxPool2d",
-    "AdaptiveMaxPool3d",
-    "Flatten",
-    "Identity",
-    "Embedding",
-    "Upsample",
-}
+# Functions that treat every sample on its own (dimension 0 is the batch): their output for a
+# batch of repeated rows is the output for one row, repeated (used by the second record).
+PER_SAMPLE_FUNCTIONS = {"linear", "bilinear", "embedding", "flatten", "interpolate"}
+PER_SAMPLE_FUNCTIONS |= {f"conv{d}d" for d in (1, 2, 3)}
+PER_SAMPLE_FUNCTIONS |= {f"conv_transpose{d}d" for d in (1, 2, 3)}
+PER_SAMPLE_FUNCTIONS |= {"batch_norm", "layer_norm", "group_norm", "instance_norm"}
+PER_SAMPLE_FUNCTIONS |= {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu"}
+PER_SAMPLE_FUNCTIONS |= {"mish", "tanh", "sigmoid", "softplus", "hardtanh", "hardswish"}
+PER_SAMPLE_FUNCTIONS |= {"hardsigmoid", "softmax", "log_softmax"}
+PER_SAMPLE_FUNCTIONS |= {f"{kind}_pool{d}d" for kind in ("max", "avg") for d in (1, 2, 3)}
+PER_SAMPLE_FUNCTIONS |= {f"adaptive_{k}_pool{d}d" for k in ("max", "avg") for d in (1, 2, 3)}
 # Torch modules with children that still are one layer.
 ATOMIC_MODULES = {"MultiheadAttention"}
 CONTAINERS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
@@ -165,12 +92,15 @@ CONTAINERS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
 
 @dataclass
 class Call:
-    """One recorded call: a graph input, a torch.nn layer, or a torch function."""
+    """One recorded call: a graph input, a torch function, or a step nn2pgm writes for the
+    network (``identity``: a layer that returns its input; ``mask`` and ``dropout``: the two
+    halves of a dropout in training)."""
 
     index: int
-    kind: str  # "input" | "module" | "function"
-    op: str
-    target: Any  # the module object, the function, or the input's name
+    kind: str  # "input" | "function" | "identity" | "mask" | "dropout"
+    op: str  # short name: "linear", "dropout_mask"
+    fn: str | None  # the op table's name of the call (None: not in the table)
+    target: Any  # the function called, or the input's name
     args: tuple
     kwargs: dict
     scope: tuple  # ((module path, call number), ...) of the enclosing module calls
@@ -178,7 +108,8 @@ class Call:
     data: bool = True  # depends on an input or a random op (False: constant)
     random: str | None = None  # distribution family of a random op
     inplace: int | None = None  # position of the argument mutated in place
-    name: str = ""
+    random_index: int | None = None  # position among the network's random calls
+    p: float | None = None  # a dropout's drop probability
 
 
 @dataclass
@@ -190,8 +121,25 @@ class Trace:
     module_outputs: dict[tuple, Any] = field(default_factory=dict)  # scope -> output template
     module_classes: dict[tuple, str] = field(default_factory=dict)  # scope -> class name
     value: Any = None  # the forward's return value itself
+    leaves: set[tuple] = field(default_factory=set)  # scopes of torch.nn layer calls
 
 
+def _by_function(compute: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``compute`` remembered per function (functions the mode sees are few and hashable)."""
+    remembered = functools.cache(compute)
+
+    @functools.wraps(compute)
+    def lookup(func: Any) -> Any:
+        try:
+            hash(func)
+        except TypeError:
+            return compute(func)
+        return remembered(func)
+
+    return lookup
+
+
+@_by_function
 def op_name(func: Callable) -> tuple[str, str]:
     """The short op name and the qualified target name of a torch function or method."""
     try:
@@ -200,8 +148,8 @@ def op_name(func: Callable) -> tuple[str, str]:
         target = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
     parts = target.split(".")
     name = parts[-2] if parts[-1] in ("__get__", "__set__") else parts[-1]
-    if target.startswith("aten."):
-        name = parts[1]
+    if isinstance(func, torch._ops.OpOverload):  # aten.conv2d.default, mylib.op.default
+        name = func._schema.name.partition("::")[2] or name
     if name.startswith("__") and name.endswith("__"):
         name = name[2:-2]
         if name.startswith("r") and name[1:] in _REFLECTED:
@@ -210,6 +158,21 @@ def op_name(func: Callable) -> tuple[str, str]:
 
 
 _REFLECTED = {"add", "sub", "mul", "truediv", "floordiv", "matmul", "pow", "mod", "and", "or"}
+_ATEN_HOMES = ("torch.", "torch.nn.functional.", "torch.Tensor.", "torch.special.")
+
+
+@_by_function
+def table_name(func: Callable) -> str | None:
+    """The op table's name of ``func`` (``torch.nn.functional.linear``), or None. An aten
+    operator of an exported program (``aten.conv2d.default``) takes the name of the torch
+    function of the same name."""
+    name = torch_ops.name_of(func)
+    if name is not None and torch_ops.lookup(name) is not None:
+        return name
+    if isinstance(func, torch._ops.OpOverload) and func._schema.name.startswith("aten::"):
+        base = func._schema.name.partition("::")[2]
+        return next((h + base for h in _ATEN_HOMES if torch_ops.lookup(h + base)), None)
+    return None
 
 
 def is_leaf_module(module: torch.nn.Module) -> bool:
@@ -230,14 +193,30 @@ def user_location() -> str:
     return "<unknown>"
 
 
+# The recorder of the current thread: the patched ``nn.Module.__call__`` reports to it, and
+# module calls of other threads run as they are.
+_ACTIVE = threading.local()
+
+
+def _patched_call(original: Callable) -> Callable:
+    def call(module, *args, **kwargs):
+        recorder = getattr(_ACTIVE, "recorder", None)
+        if recorder is None:
+            return original(module, *args, **kwargs)
+        return recorder.module_call(original, module, *args, **kwargs)
+
+    call._nn2pgm_original = original  # type: ignore[attr-defined]
+    return call
+
+
 class Recorder(TorchFunctionMode):
     """Record the calls of one forward pass of ``root``."""
 
     def __init__(self, root: torch.nn.Module, shapes_from: Trace | None = None) -> None:
         super().__init__()
         self.root = root
-        # A record of the same forward at a smaller batch: per-sample layers take their output
-        # from it (repeated to this batch) instead of computing it, since only shapes are needed.
+        # A record of the same forward at a smaller batch: per-sample functions take their
+        # output from it (repeated to this batch) instead of computing it: only shapes count.
         self.shapes_from = shapes_from
         self.names: dict[int, str] = {}
         for name, mod in walk_modules(root):  # torch's named_modules recurses
@@ -247,9 +226,11 @@ class Recorder(TorchFunctionMode):
         self.keep: list[Any] = []  # keeps traced tensors alive so that ids stay unique
         self.scope: list[tuple[str, int]] = []
         self.call_counts: dict[str, int] = {}
-        self.leaf_depth = 0
+        self.off = 0  # > 0 while nn2pgm itself computes (not an op of the network)
+        self.random_count = 0
         self.module_outputs: dict[tuple, Any] = {}
         self.module_classes: dict[tuple, str] = {}
+        self.leaves: set[tuple] = set()
 
     # -- templates --------------------------------------------------------------------------
     def template(self, obj: Any) -> Any:
@@ -293,19 +274,41 @@ class Recorder(TorchFunctionMode):
             for i, v in enumerate(value):
                 self.register(v, index, data, (*path, i), rebind)
 
-    def add_call(self, call: Call) -> Call:
+    def add_call(self, call: Call, rebind: bool | None = None) -> Call:
         self.calls.append(call)
-        self.register(call.value, call.index, call.data, rebind=call.inplace is not None)
+        rebind = call.inplace is not None if rebind is None else rebind
+        self.register(call.value, call.index, call.data, rebind=rebind)
         return call
+
+    def new_call(self, kind: str, op: str, func: Any, args: tuple, kwargs: dict, **kw) -> Call:
+        """A call of the current scope, with its arguments as templates."""
+        fn = kw.pop("fn", None) if "fn" in kw else (table_name(func) if func else None)
+        return Call(
+            len(self.calls),
+            kind,
+            op,
+            fn,
+            func,
+            self.template(args),
+            self.template(kwargs),
+            tuple(self.scope),
+            **kw,
+        )
+
+    def draw_index(self) -> int:
+        """The position of the next random call of the network."""
+        self.random_count += 1
+        return self.random_count - 1
 
     # -- inputs -----------------------------------------------------------------------------
     def add_input(self, name: str, value: torch.Tensor) -> None:
-        self.add_call(Call(len(self.calls), "input", "input", name, (), {}, (), value, True))
+        call = Call(len(self.calls), "input", "input", None, name, (), {}, (), value, True)
+        self.add_call(call)
 
     # -- torch functions --------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.leaf_depth:
+        if self.off:
             return func(*args, **kwargs)
         name, target = op_name(func)
         reads = self.reads_data((args, kwargs))
@@ -317,23 +320,27 @@ class Recorder(TorchFunctionMode):
         if name in DATA_SHAPE_OPS and reads:
             self._refuse_data_shape(name, args, kwargs)
         if name == "iter" and reads is not None:
-            return iter(self._record(torch.Tensor.unbind, "unbind", args, kwargs, reads))
-        value = func(*args, **kwargs)
+            unbind = torch.Tensor.unbind
+            values = unbind(*args, **kwargs)
+            return iter(self._record(unbind, "unbind", args, kwargs, bool(reads), values))
+        kind = random_kind(name, args, kwargs)
+        if kind is not None and kind[0] == "mask":
+            return self._record_dropout(func, name, args, kwargs)
+        versions = [a._version if _versioned(a) else None for a in args]
+        value = self._known_output(func, name, args, kwargs)
+        if value is None:
+            value = func(*args, **kwargs)
         if not _has_tensor(value) and (name != "setitem" or reads is None):
             return value
-        family = RANDOM_FUNCTIONS.get(name)
-        if name in DROPOUT_FUNCTIONS and _dropout_training(func, args, kwargs):
-            if name in MASKED_DROPOUTS:
-                x = args[0] if args else kwargs["input"]
-                p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-                return self._record_dropout(x, value, float(p), name, "function", name)
-            family = "Bernoulli"
+        if kind is not None:
+            return self._record(
+                func, name, args, kwargs, True, value, versions, kind[1], self.draw_index()
+            )
         # Every other call that makes a tensor is recorded, even from constants only (zeros,
         # arange, a weight's transpose), so that sizes scaling with the batch are seen; constant
         # ones are folded afterwards.
-        return self._record(
-            func, name, args, kwargs, bool(reads) or family is not None, family, value
-        )
+        hidden = "Implicit" if draws_inside(name, args, kwargs) else None
+        return self._record(func, name, args, kwargs, bool(reads), value, versions, hidden)
 
     def _refuse_data_shape(self, name: str, args: tuple, kwargs: dict) -> None:
         """DataDependentError if the shape of ``name``'s output depends on input values."""
@@ -346,212 +353,151 @@ class Recorder(TorchFunctionMode):
             "with torch.where(mask, x, 0) or a fixed-size mask multiply (x * mask)"
         )
 
-    def _record(self, func, name, args, kwargs, data, family=None, value=None):
-        if value is None:
-            value = func(*args, **kwargs)
+    def _record(self, func, name, args, kwargs, data, value, versions=(), family=None, k=None):
         inplace = None
         if name == "setitem":
             value, inplace = args[0], 0
         elif isinstance(value, torch.Tensor):
             inplace = next((i for i, a in enumerate(args) if a is value), None)
-            if inplace is not None and not _mutates(name):
+            if inplace is not None and not _mutated(value, versions[inplace], name):
                 return value  # an alias of its argument (contiguous(), a no-op .to(), ...)
-        call = Call(
-            len(self.calls),
-            "function",
-            name,
-            func,
-            self.template(args),
-            self.template(kwargs),
-            tuple(self.scope),
-            value,
-            data,
-            family,
-            inplace,
+        call = self.new_call(
+            "function", name, func, args, kwargs, value=value, data=data, random=family
         )
+        call.inplace, call.random_index = inplace, k
         self.add_call(call)
         return value
 
-    def _record_dropout(
-        self, x: torch.Tensor, value: torch.Tensor, p: float, name: str, kind: str, op: str
-    ) -> torch.Tensor:
+    def _record_dropout(self, func, name: str, args: tuple, kwargs: dict) -> torch.Tensor:
         """Dropout in training as two calls: the keep-mask ``~ Bernoulli(1 - p)`` and the
-        deterministic ``x * mask / (1 - p)``. The mask recorded is the one the network drew,
+        deterministic ``x * (mask / (1 - p))``. The mask recorded is the one the network drew,
         read off its output (where ``x`` is 0 any mask gives the same output)."""
-        per_channel = name.lower() in ("dropout1d", "dropout2d", "dropout3d")
-        self.leaf_depth += 1  # reading the mask off is not an op of the network
+        x = args[0] if args else kwargs["input"]
+        p = dropout_p(name, args, kwargs)
+        self.off += 1  # reading the mask off is not an op of the network
         try:
-            mask_value = ((value != 0) | (x == 0)).to(x.dtype)
+            before = x.clone()  # an in-place dropout overwrites its input
+            value = func(*args, **kwargs)
+            mask_value = ((value != 0) | (before == 0)).to(x.dtype)
+            if name in PER_CHANNEL and x.dim() > 2:
+                mask_value = mask_value.amin(dim=tuple(range(2, x.dim())), keepdim=True)
         finally:
-            self.leaf_depth -= 1
-        scope = tuple(self.scope)
-        mask = Call(
-            len(self.calls),
-            "function",
-            "dropout_mask",
-            DropoutMask(p, per_channel),
-            (self.template(x),),
-            {},
-            scope,
-            mask_value,
-            True,
-            "Bernoulli",
-        )
+            self.off -= 1
+        x_t = self.template(x)
+        mask = self.new_call("mask", "dropout_mask", func, (x,), {}, fn="family::Bernoulli")
+        mask.value, mask.random, mask.p = mask_value, "Bernoulli", p
+        mask.random_index = self.draw_index()
         self.add_call(mask)
-        apply = Call(
-            len(self.calls),
-            kind,
-            op,
-            MaskedDropout(p),
-            (self.template(x), Ref(mask.index)),
-            {},
-            scope,
-            value,
-            True,
-        )
-        self.add_call(apply)
+        apply = self.new_call("dropout", name, func, (), {}, fn=None, value=value, p=p)
+        apply.args = (x_t, Ref(mask.index))
+        self.add_call(apply, rebind=True)
         return value
 
-    # -- modules ----------------------------------------------------------------------------
-    def module_call(self, original: Callable, module: torch.nn.Module, *args, **kwargs):
-        if self.leaf_depth or id(module) not in self.names:
-            return original(module, *args, **kwargs)
-        path = self.names[id(module)]
-        number = self.call_counts.get(path, 0)
-        self.call_counts[path] = number + 1
-        if not is_leaf_module(module) or module is self.root and not path:
-            self.scope.append((path, number))
-            key = tuple(self.scope)
-            try:
-                out = original(module, *args, **kwargs)
-            finally:
-                self.scope.pop()
-            self.module_outputs[key] = self.template(out)
-            self.module_classes[key] = type(module).__name__
-            return out
-        reads = self.reads_data((args, kwargs))
-        cls = type(module).__name__
-        if cls in MASKED_DROPOUTS and module.training and module.p > 0 and reads is not None:
-            self.leaf_depth += 1
-            try:
-                value = original(module, *args, **kwargs)
-            finally:
-                self.leaf_depth -= 1
-            self.scope.append((path, number))
-            try:
-                return self._record_dropout(args[0], value, module.p, cls, "module", cls)
-            finally:
-                self.scope.pop()
-        value = self._known_output(module, args, kwargs)
-        if value is None:
-            self.leaf_depth += 1
-            try:
-                value = original(module, *args, **kwargs)
-            finally:
-                self.leaf_depth -= 1
-        family = None
-        if cls in DROPOUT_MODULES and module.training and getattr(module, "p", 1.0) > 0:
-            family = "Bernoulli" if cls != "RReLU" else "Uniform"
-        inplace = None
-        if isinstance(value, torch.Tensor):
-            inplace = next((i for i, a in enumerate(args) if a is value), None)
-        scope = (*self.scope, (path, number))
-        call = Call(
-            len(self.calls),
-            "module",
-            cls,
-            module,
-            self.template(args),
-            self.template(kwargs),
-            scope,
-            value,
-            bool(reads) or family is not None,
-            family,
-            inplace,
-        )
-        self.add_call(call)
-        return value
-
-    def _known_output(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
-        """The output of a per-sample layer, read off the smaller record, or None."""
-        if self.shapes_from is None or kwargs or len(args) != 1:
-            return None
-        (x,) = args
-        cls = type(module)
-        if cls.__name__ not in PER_SAMPLE_LAYERS or getattr(module, "inplace", False):
-            return None
-        if module.training and "Norm" in cls.__name__ or getattr(module, "dim", 1) in (0, None):
-            return None
-        if getattr(module, "start_dim", 1) == 0:
+    def _known_output(self, func, name: str, args: tuple, kwargs: dict) -> Any:
+        """The output of a per-sample function, read off the smaller record, or None."""
+        if self.shapes_from is None or name not in PER_SAMPLE_FUNCTIONS or not args:
             return None
         index = len(self.calls)
         if index >= len(self.shapes_from.calls):
             return None
-        known = self.shapes_from.calls[index]
+        known, x = self.shapes_from.calls[index], args[0]
         value = known.value
-        if known.kind != "module" or type(known.target) is not cls:
+        if known.target is not func or known.scope != tuple(self.scope):
             return None
         if not isinstance(x, torch.Tensor) or not isinstance(value, torch.Tensor):
             return None
         if x.dim() < 2 or value.dim() < 2 or value.shape[0] >= x.shape[0]:
             return None
-        self.leaf_depth += 1  # not an op of the network: do not record it
+        # in place, training (batch statistics), or other traced tensors: compute it
+        if any(a is True for a in args[1:]) or any(v is True for v in kwargs.values()):
+            return None
+        if self.reads_data((args[1:], kwargs)) is not None or not _per_sample(name, args, kwargs):
+            return None
+        self.off += 1
         try:
             return value[:1].expand(x.shape[0], *value.shape[1:]).contiguous()
         finally:
-            self.leaf_depth -= 1
+            self.off -= 1
+
+    # -- modules ----------------------------------------------------------------------------
+    def module_call(self, original: Callable, module: torch.nn.Module, *args, **kwargs):
+        if self.off or id(module) not in self.names:
+            return original(module, *args, **kwargs)
+        path = self.names[id(module)]
+        number = self.call_counts.get(path, 0)
+        self.call_counts[path] = number + 1
+        self.scope.append((path, number))
+        key = tuple(self.scope)
+        start = len(self.calls)
+        try:
+            out = original(module, *args, **kwargs)
+            leaf = is_leaf_module(module) and not (module is self.root and not path)
+            if leaf and len(self.calls) == start and id(out) in self.refs:
+                # a layer that returns its input (Identity, Dropout in eval): one node still
+                call = self.new_call("identity", type(module).__name__.lower(), None, (out,), {})
+                call.value, call.data = out, self.refs[id(out)][1]
+                self.add_call(call, rebind=True)
+        finally:
+            self.scope.pop()
+        self.module_outputs[key] = self.template(out)
+        self.module_classes[key] = type(module).__name__
+        if leaf:
+            self.leaves.add(key)
+        return out
 
     # -- running ----------------------------------------------------------------------------
     def run(self, inputs: dict[str, torch.Tensor]) -> Trace:
         """Run ``root(**inputs)`` and return what was recorded."""
         for name, value in inputs.items():
             self.add_input(name, value)
-        original = torch.nn.Module.__call__
-        recorder = self
-
-        def patched(module, *args, **kwargs):
-            return recorder.module_call(original, module, *args, **kwargs)
-
-        torch.nn.Module.__call__ = patched
-        # Argument validation of torch.distributions reads values; it is not the model.
-        validate = torch.distributions.Distribution._validate_args
-        torch.distributions.Distribution.set_default_validate_args(False)
-        try:
-            with self, torch.no_grad():
-                if _has_module_stacks(self.root):
-                    out = _ScopedInterpreter(self.root, self).run(*inputs.values())
-                else:
-                    out = self.root(**inputs)
-        finally:
-            torch.nn.Module.__call__ = original
-            torch.distributions.Distribution.set_default_validate_args(validate)
-        return Trace(self.calls, self.template(out), self.module_outputs, self.module_classes, out)
-
-
-class DropoutMask(torch.nn.Module):
-    """Draws a dropout layer's keep-mask: Bernoulli(1 - p), per element or per channel."""
-
-    def __init__(self, p: float, per_channel: bool) -> None:
-        super().__init__()
-        self.p, self.per_channel = p, per_channel
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.per_channel else x.shape
-        keep = torch.full(shape, 1.0 - self.p, dtype=x.dtype, device=x.device)
-        return torch.bernoulli(keep).expand_as(x)
+        with Patcher() as patcher:
+            current = torch.nn.Module.__call__
+            original = getattr(current, "_nn2pgm_original", current)
+            patcher.patch(torch.nn.Module, "__call__", _patched_call(original))
+            # Argument validation of torch.distributions reads values; it is not the model.
+            patcher.patch(torch.distributions.Distribution, "_validate_args", False)
+            outer = getattr(_ACTIVE, "recorder", None)
+            _ACTIVE.recorder = self
+            try:
+                with self, torch.no_grad():
+                    if _has_module_stacks(self.root):
+                        out = _ScopedInterpreter(self.root, self).run(*inputs.values())
+                    else:
+                        out = self.root(**inputs)
+            finally:
+                _ACTIVE.recorder = outer
+        return Trace(
+            self.calls,
+            self.template(out),
+            self.module_outputs,
+            self.module_classes,
+            out,
+            self.leaves,
+        )
 
 
-class MaskedDropout(torch.nn.Module):
-    """Dropout given its keep-mask: ``x * mask / (1 - p)``."""
+def _per_sample(name: str, args: tuple, kwargs: dict) -> bool:
+    """False for the forms of a per-sample function that mix samples (softmax over dim 0,
+    flatten from dim 0)."""
+    if name in ("softmax", "log_softmax"):
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        return isinstance(dim, int) and dim not in (0, -len(args[0].shape))
+    if name == "flatten":
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        return isinstance(start, int) and start not in (0, -len(args[0].shape))
+    return True
 
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.p >= 1:
-            return x * 0
-        return x * mask * (1.0 / (1.0 - self.p))
+def _versioned(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and not value.is_inference()
+
+
+def _mutated(value: torch.Tensor, version: int | None, name: str) -> bool:
+    """Whether a call that returned its argument ``value`` changed it in place (its version
+    counter moved), or only returned it (an alias: ``contiguous()``, dropout in eval)."""
+    if version is None:
+        return _mutates(name)
+    return value._version != version
 
 
 def _has_module_stacks(root: torch.nn.Module) -> bool:
@@ -645,13 +591,3 @@ def _shape_arguments(name: str, args: tuple, kwargs: dict) -> list:
 
 def _has_tensor(value: Any) -> bool:
     return any(isinstance(leaf, torch.Tensor) for leaf in _leaves(value))
-
-
-def _dropout_training(func: Callable, args: tuple, kwargs: dict) -> bool:
-    name, target = op_name(func)
-    if "training" in kwargs or "train" in kwargs:
-        return bool(kwargs.get("training", kwargs.get("train")))
-    position = DROPOUT_FUNCTIONS[name]
-    if len(args) > position:
-        return bool(args[position])
-    return target.startswith("torch.nn.functional.")  # F.dropout defaults to training=True

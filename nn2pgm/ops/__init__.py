@@ -25,6 +25,11 @@ class UnknownOpError(Nn2pgmError, ValueError):
     """A program names an op outside the table."""
 
 
+class OpValueError(Nn2pgmError, ValueError):
+    """An op's input values lie outside what it is defined on (a probability above 1); the
+    executor adds the node's name."""
+
+
 _NAMESPACES: dict[str, Callable[[str], Callable[..., Any] | None]] = {}
 
 

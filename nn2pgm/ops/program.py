@@ -307,3 +307,103 @@ def compile_program(program: Program, tensors: dict[str, torch.Tensor]) -> Compi
 def single_call(fn: str, args: list, kwargs: dict | None = None) -> Program:
     """The program of one call whose value is the node's value."""
     return {"calls": [{"fn": fn, "args": args, "kwargs": kwargs or {}}], "output": {"$ref": [-1]}}
+
+
+# -- composing programs -----------------------------------------------------------------------
+def compose(parts: list[tuple[Program, list[int]]], inputs: int, output: Any) -> Program:
+    """One program that runs the programs ``parts`` one after the other (folding a chain of
+    nodes into one node, or the layers of a module into the module's node).
+
+    Values are numbered as in a program: ``0 .. inputs - 1`` are the composed program's
+    parents, value ``inputs + j`` is the value of part ``j``. A part is ``(program, args)``:
+    the program's ``k``-th parent is value ``args[k]`` (a parent or an earlier part), or none
+    when ``args[k]`` is None (a :class:`ProgramError` if the part reads it).
+    ``output`` is the composed program's output template in that numbering. The calls of the
+    parts are concatenated with their ``$ref`` indices remapped; a part's output template is
+    put where its value is used, so a part that only forwards a value (an identity, a tuple of
+    its calls' values) adds no call.
+
+    >>> double = single_call("torch.mul", [{"$ref": [0]}, 2])
+    >>> square = single_call("torch.mul", [{"$ref": [0]}, {"$ref": [0]}])
+    >>> both = compose([(double, [0]), (square, [1])], inputs=1, output={"$ref": [2]})
+    >>> [call["args"] for call in both["calls"]], both["output"]
+    ([[{'$ref': [0]}, 2], [{'$ref': [1]}, {'$ref': [1]}]], {'$ref': [2]})
+    >>> compile_program(both, {})([torch.tensor(3.0)], 1)
+    tensor(36.)
+    """
+    calls: list[dict[str, Any]] = []
+    values: list[Any] = [{"$ref": [i]} for i in range(inputs)]
+    for program, args in parts:
+        if not all(a is None or isinstance(a, int) and 0 <= a < len(values) for a in args):
+            raise ProgramError(f"a part reads value {args!r}, which is not known before it")
+        own = program.get("calls", [])
+        base, known = inputs + len(calls), [None if a is None else values[a] for a in args]
+
+        def local(ref: list, defined: int, base: int = base, known: list = known) -> Any:
+            i, path = ref[0] + defined if ref[0] < 0 else ref[0], ref[1:]
+            if not 0 <= i < defined:
+                raise ProgramError(f"$ref {ref!r} reads a value not defined before it")
+            if i < len(known):
+                if known[i] is None:
+                    raise ProgramError(f"a part reads its parent {i}, which it was not given")
+                return _element(known[i], path)
+            return {"$ref": [base + i - len(known), *path]}
+
+        for k, call in enumerate(own):
+            defined = len(known) + k
+            calls.append(
+                {
+                    "fn": call["fn"],
+                    "args": _map_refs(list(call.get("args", [])), local, defined),
+                    "kwargs": _map_refs(dict(call.get("kwargs", {})), local, defined),
+                }
+            )
+        values.append(
+            _map_refs(program.get("output", {"$ref": [-1]}), local, len(known) + len(own))
+        )
+
+    def final(ref: list, defined: int) -> Any:
+        if not 0 <= ref[0] < len(values):
+            raise ProgramError(f"the output reads value {ref[0]}, which no part makes")
+        return _element(values[ref[0]], ref[1:])
+
+    return {"calls": calls, "output": _map_refs(output, final, len(values))}
+
+
+def _map_refs(t: Any, fn: Callable[[list, int], Any], defined: int) -> Any:
+    """``t`` with every ``{"$ref": r}`` replaced by ``fn(r, defined)``."""
+    if isinstance(t, list):
+        return [_map_refs(x, fn, defined) for x in t]
+    if isinstance(t, dict):
+        if set(t) == {"$ref"}:
+            ref = t["$ref"]
+            if not isinstance(ref, list) or not ref or not all(isinstance(i, int) for i in ref):
+                raise ProgramError(f"bad $ref {ref!r}: write [value index, path...]")
+            return fn(ref, defined)
+        return {k: _map_refs(v, fn, defined) for k, v in t.items()}
+    return t
+
+
+def _element(template: Any, path: list) -> Any:
+    """The template of element ``path`` of the value ``template`` stands for."""
+    if not path:
+        return template
+    if isinstance(template, dict) and set(template) == {"$ref"}:
+        return {"$ref": [*template["$ref"], *path]}
+    if isinstance(template, dict) and len(template) == 1:
+        ((tag, items),) = template.items()
+        if tag in ("$tuple", "$size") and isinstance(items, list) and path[0] < len(items):
+            return _element(items[path[0]], path[1:])
+    if isinstance(template, list) and path[0] < len(template):
+        return _element(template[path[0]], path[1:])
+    raise ProgramError(f"cannot take element {path!r} of the value {template!r}")
+
+
+def shape_template(shape: Any) -> list:
+    """A node's shape (``("N", 20)``: ``"N"``/``"<k>N"`` are k times the number of samples) as
+    a template: ``[{"$sym": 1}, 20]``.
+
+    >>> shape_template(("N", 3, "4N"))
+    [{'$sym': 1}, 3, {'$sym': 4}]
+    """
+    return [{"$sym": int(d[:-1] or 1)} if isinstance(d, str) else d for d in shape]

@@ -8,11 +8,8 @@ node (μ, in either order). ``Normal(μ, σ).rsample()`` records as the same pat
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
 from ..ir import STOCHASTIC, Distribution, Graph, Node, is_tuple_shape
+from ..ops.program import shape_template, single_call
 
 PRODUCTS = {"mul", "mul_"}
 SUMS = {"add", "add_"}
@@ -58,9 +55,14 @@ def find_reparameterizations(graph: Graph) -> list[tuple[str, str, str, str, str
     return found
 
 
-def _sample_normal(values: list, n: int) -> Any:
-    loc, scale = torch.broadcast_tensors(*values)
-    return loc + scale * torch.randn_like(scale)
+def normal_program(parents: tuple[str, ...], loc: str, scale: str, shape: tuple) -> dict:
+    """The program of ``z ~ Normal(loc, scale)`` over ``parents``: one draw of ``shape``."""
+    kwargs = {
+        "loc": {"$ref": [parents.index(loc)]},
+        "scale": {"$ref": [parents.index(scale)]},
+        "shape": shape_template(shape),
+    }
+    return single_call("family::Normal", [], kwargs)
 
 
 def reparameterize(graph: Graph, latent_name: str = "z") -> Graph:
@@ -71,9 +73,11 @@ def reparameterize(graph: Graph, latent_name: str = "z") -> Graph:
         graph.set_parents(z_id, [mu, sigma])
         z.kind = STOCHASTIC
         z.distribution = Distribution("Normal", {"loc": mu, "scale": sigma})
-        z.evaluate = _sample_normal
-        z.module_object = None
-        z.attrs = {"random": "reparameterized", "noise": graph[eps_id].attrs.get("random", "")}
+        z.program = normal_program(z.parents, mu, sigma, z.shape)
+        eps = graph[eps_id].attrs
+        z.attrs = {"random": "reparameterized", "noise": eps.get("random", "")}
+        if "random_index" in eps:  # the draw of the network that z's noise is
+            z.attrs["random_index"] = eps["random_index"]
         remove_dead(graph, [eps_id, product_id])  # the product first, then ε
     for k, (_, _, z_id, _, _) in enumerate(matches):
         name = latent_name if k == 0 else f"{latent_name}_{k}"

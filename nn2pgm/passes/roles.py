@@ -4,13 +4,10 @@ the model's class — ``deterministic``, ``prescribed`` (its outputs carry densi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import networkx as nx
-import torch
 
 from ..ir import STOCHASTIC, Distribution, Graph, GraphError, Node
+from ..ops.program import shape_template, single_call
 
 LIKELIHOODS = ("bernoulli", "normal", "categorical")
 SQUASHED = {"sigmoid": "probs", "softmax": "probs"}
@@ -34,27 +31,21 @@ def parse_likelihood(text: str) -> tuple[str, str, float | None]:
     return output.strip(), family, value
 
 
-def _event_sampler(shape: tuple) -> Callable[[list, int], Any]:
-    def draw(values: list, n: int) -> torch.Tensor:
-        dims = [int(d[:-1] or 1) * n if isinstance(d, str) else d for d in shape]
-        return torch.randn(dims)
-
-    return draw
+def prior_program(shape: tuple) -> dict:
+    """The program of a latent input's standard normal prior: one draw of ``shape``."""
+    kwargs = {"loc": 0.0, "scale": 1.0, "shape": shape_template(shape)}
+    return single_call("family::Normal", [], kwargs)
 
 
-def _likelihood_sampler(family: str, parameter: str, scale: float) -> Callable:
-    def draw(values: list, n: int) -> torch.Tensor:
-        (value,) = values
-        if family == "normal":
-            return torch.normal(value, scale)
-        if family == "bernoulli":
-            probs = value if parameter == "probs" else torch.sigmoid(value)
-            return torch.bernoulli(probs)
-        probs = value if parameter == "probs" else torch.softmax(value, dim=-1)
-        flat = probs.reshape(-1, probs.shape[-1])
-        return torch.multinomial(flat, 1).reshape(probs.shape[:-1])
-
-    return draw
+def likelihood_program(family: str, parameter: str, scale: float, shape: tuple) -> dict:
+    """The program of ``<output>_obs ~ family(output)`` (its one parent is the output)."""
+    value = {"$ref": [0]}
+    if family == "normal":
+        kwargs = {"loc": value, "scale": scale}
+    else:
+        kwargs = {parameter: value}
+    kwargs["shape"] = shape_template(shape)
+    return single_call(f"family::{family.capitalize()}", [], kwargs)
 
 
 def resolve_output(graph: Graph, name: str) -> str:
@@ -92,7 +83,7 @@ def add_likelihood(graph: Graph, output: str, family: str, scale: float | None =
             dtype="int64" if family == "categorical" else source.dtype,
             parents=(output,),
             attrs={"likelihood_of": output},
-            evaluate=_likelihood_sampler(family, parameter, scale or 1.0),
+            program=likelihood_program(family, parameter, scale or 1.0, shape),
         )
     )
     likelihoods = dict(graph.model.get("likelihoods") or {})
@@ -110,7 +101,7 @@ def mark_latent(graph: Graph, name: str) -> None:
     node = graph[name]
     node.observed = False
     node.distribution = Distribution("Normal", {"loc": 0.0, "scale": 1.0})
-    node.evaluate = _event_sampler(node.shape)
+    node.program = prior_program(node.shape)
     node.attrs = {**node.attrs, "prior": "standard normal"}
 
 

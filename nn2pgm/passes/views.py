@@ -4,10 +4,14 @@ parts, implicit distributions, and a GAN's discriminator joined by adversarial e
 
 from __future__ import annotations
 
+from typing import Any
+
 import networkx as nx
 
 from ..errors import UsageError
-from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node
+from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node, is_tuple_shape
+from ..ops.families import FAMILIES
+from ..ops.program import ProgramError, compose, shape_template, single_call
 from .roles import latent_nodes
 
 VIEWS = ("full", "latent", "augmented")
@@ -64,27 +68,74 @@ def _depends_on_latent(graph: Graph, node_id: str) -> bool:
     )
 
 
+def _family_program(node: Node) -> dict | None:
+    """A program drawing a stochastic node from its distribution (reading only the parents
+    that feed its parameters), or None when its family has no sampler."""
+    if node.distribution.family not in FAMILIES or is_tuple_shape(node.shape):
+        return None
+    kwargs: dict[str, Any] = {}
+    for name, source in node.distribution.params.items():
+        kwargs[name] = {"$ref": [node.parents.index(source)]} if isinstance(source, str) else source
+    kwargs["shape"] = shape_template(node.shape)
+    return single_call(f"family::{node.distribution.family}", [], kwargs)
+
+
+def folded_program(graph: Graph, node: Node, parents: tuple, absorbed: list[str]) -> dict | None:
+    """``node``'s program over ``parents`` with the programs of the ``absorbed`` nodes (in
+    topological order) inlined before it; None when one of them has no program."""
+    index = {p: i for i, p in enumerate(parents)}
+    parts = []
+    for current in absorbed:
+        inner = graph[current]
+        if inner.program is None:
+            return None
+        parts.append((inner.program, [index[p] for p in inner.parents]))
+        index[current] = len(parents) + len(parts) - 1
+    own = [index.get(p) for p in node.parents]  # parents read only for their shape: None
+    output = {"$ref": [len(parents) + len(parts)]}
+    for program in (node.program, _family_program(node) if node.kind == STOCHASTIC else None):
+        if program is None:
+            continue
+        try:
+            return compose([*parts, (program, own)], len(parents), output)
+        except ProgramError:  # it reads a parent absorbed away (randn_like(x)): the family
+            continue
+    return None
+
+
+def _absorbed_by(graph: Graph, node: Node, keep: set[str]) -> tuple[set[str], set[str]]:
+    """The kept nodes a node depends on through absorbed ones, and those absorbed ones."""
+    sources: set[str] = set()
+    absorbed: set[str] = set()
+    stack = list(informative_parents(node))
+    while stack:
+        current = stack.pop()
+        if current in keep:
+            sources.add(current)
+        elif current not in absorbed:
+            absorbed.add(current)
+            stack.extend(informative_parents(graph[current]))
+    return sources, absorbed
+
+
 def latent_view(graph: Graph) -> Graph:
     """Absorb every deterministic node: keep the random variables, with an edge wherever a path
-    of absorbed nodes joined two of them."""
+    of absorbed nodes joined two of them. A kept node's program computes the absorbed nodes
+    between it and its parents too, so the view runs (it shares the graph's tensors)."""
     kept = random_variables(graph)
     keep = set(kept)
     order = {node.id: i for i, node in enumerate(graph)}
     view = Graph({**graph.model, "view": "latent"})
+    view.tensors = graph.tensors
     view.inputs = [i for i in graph.inputs if i in keep]
     for node_id in kept:
         node = graph[node_id]
-        sources: set[str] = set()
-        absorbed: set[str] = set()
-        stack = list(informative_parents(node))
-        while stack:
-            current = stack.pop()
-            if current in keep:
-                sources.add(current)
-            elif current not in absorbed:
-                absorbed.add(current)
-                stack.extend(informative_parents(graph[current]))
+        sources, absorbed = _absorbed_by(graph, node, keep)
         parents = tuple(sorted(sources, key=order.__getitem__))
+        program = node.program
+        if program is not None and (absorbed or parents != node.parents):
+            chain = sorted(absorbed, key=order.__getitem__)
+            program = folded_program(graph, node, parents, chain)
         params = {k: v for k, v in node.distribution.params.items() if not isinstance(v, str)}
         attrs = dict(node.attrs)
         computed = {k: v for k, v in node.distribution.params.items() if isinstance(v, str)}
@@ -104,6 +155,7 @@ def latent_view(graph: Graph) -> Graph:
                 dtype=node.dtype,
                 parents=parents,
                 attrs=attrs,
+                program=program,
             )
         )
     view.outputs = [o for o in graph.outputs if o in keep]

@@ -78,7 +78,7 @@ def test_shipped_schema_is_a_valid_draft_2020_12_schema():
 def test_document_validates_against_schema(cls):
     doc = json.loads(to_json(traced(cls)))
     jsonschema.Draft202012Validator(schema()).validate(doc)
-    assert (doc["format"], doc["version"]) == ("nn2pgm.graph", 1)
+    assert (doc["format"], doc["version"]) == ("nn2pgm.graph", 2)
 
 
 def test_gpt2_grouped_document_validates_against_schema(gpt2_depth1):
@@ -124,8 +124,8 @@ def test_write_json_then_load_from_path(tmp_path):
     write_json(graph, path)
     assert load(path) == graph
     assert load(str(path)) == graph
-    assert path.read_text(encoding="utf-8") == to_json(graph)
-    assert os.listdir(tmp_path) == ["mlp.json"]
+    assert path.read_text(encoding="utf-8") == to_json(graph, weights="mlp.safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["mlp.json", "mlp.safetensors"]
 
 
 def test_two_separate_traces_give_identical_bytes():
@@ -160,7 +160,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
     with pytest.raises(OSError, match="disk full"):
         write_json(traced(LeNet), path)
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["vae.json"]
+    assert sorted(os.listdir(tmp_path)) == ["vae.json", "vae.safetensors"]
 
 
 def test_value_json_cannot_carry_is_refused_naming_the_node():
@@ -200,7 +200,7 @@ def vae_doc():
         (lambda d: d["edges"][0].update(kind="causal"), r"edges\[0\]\.kind .*'causal'"),
         (lambda d: d.pop("edges"), "'edges' is a required property"),
         (lambda d: d.update(format="onnx"), "not an nn2pgm graph document"),
-        (lambda d: d.update(version=2), "unsupported nn2pgm.graph version 2"),
+        (lambda d: d.update(version=3), "unsupported nn2pgm.graph version 3"),
         (lambda d: node(d, "fc1").update(parents=["sigmoid"]), "'sigmoid', which is listed after"),
         (lambda d: node(d, "fc1").update(parents=["nope"]), "'nope', which is not a node"),
         (lambda d: d["edges"].pop(0), "node 'view' reads 'x', but no edge lists it"),

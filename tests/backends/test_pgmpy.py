@@ -144,7 +144,8 @@ def test_activations_and_casts_fold_into_their_layers(decoder):
 def dependence_of(module: nn.Module, example: torch.Tensor, op: str) -> torch.Tensor:
     graph = nn2pgm.convert(module, example_inputs={"x": example})
     (node,) = [n for n in graph if n.op == op]
-    return units.dependence(node, node.parents[0], units.base_values(graph))
+    function = units.node_function(graph, node)
+    return units.dependence(node, node.parents[0], units.base_values(graph), function=function)
 
 
 def test_dependence_of_a_convolution_is_its_receptive_fields():

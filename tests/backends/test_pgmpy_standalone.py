@@ -18,7 +18,6 @@ from cli.main import main
 from nn2pgm.backends.pgmpy import PgmpyError
 from nn2pgm.backends.pgmpy.runtime import read_safetensors
 from nn2pgm.backends.pgmpy.standalone import write_pgmpy
-from nn2pgm.verify import check_graph
 from tests.conftest import build
 
 RUN = (
@@ -75,7 +74,7 @@ def test_check_passes_on_the_written_model_and_fails_once_a_weight_is_perturbed(
         module, field = name.split(".")
         getattr(getattr(net, module), field).data.copy_(tensors[name])
     graph = nn2pgm.convert(net, latent=["z"])
-    report = check_graph(graph, net, net.example_inputs(), pgmpy_model=load_model(written))
+    report = nn2pgm.check(net, graph=graph, pgmpy_model=load_model(written))
     assert report.passed, "\n".join(report.lines())
 
     perturbed = tmp_path / "perturbed"
@@ -84,20 +83,49 @@ def test_check_passes_on_the_written_model_and_fails_once_a_weight_is_perturbed(
         (perturbed / name).write_text((written / name).read_text())
     tensors["fc4.bias"][3] += 0.5
     save_file(tensors, perturbed / "weights.safetensors")
-    report = check_graph(graph, net, net.example_inputs(), pgmpy_model=load_model(perturbed))
+    report = nn2pgm.check(net, graph=graph, pgmpy_model=load_model(perturbed))
     assert not report.passed and report.outputs[0].max_abs > 0.01
 
 
-def test_an_op_without_a_standalone_form_is_named_and_nothing_is_written(tmp_path):
-    class Net(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.cumsum(x, dim=1)
+def cumsum_onnx(path: Path) -> Path:
+    """An ONNX file computing ``cumsum(x, axis=1)`` on x of shape (N, 4)."""
+    import onnx
+    from onnx import TensorProto, helper
 
-    graph = nn2pgm.convert(Net(), example_inputs={"x": torch.randn(1, 4)})
-    with pytest.raises(PgmpyError, match="node 'cumsum' .*no form in a standalone pgmpy model"):
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"])
+    axis = helper.make_tensor("axis", TensorProto.INT64, [], [1])
+    graph = helper.make_graph(
+        [node],
+        "cumsum",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [axis],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_an_op_without_a_standalone_form_is_named_and_nothing_is_written(tmp_path):
+    graph = nn2pgm.convert(str(cumsum_onnx(tmp_path / "cumsum.onnx")), input_shapes={"x": (1, 4)})
+    with pytest.raises(PgmpyError, match="node 'CumSum' .*no form in a standalone pgmpy model"):
         write_pgmpy(graph, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert nn2pgm.to_pgmpy(graph).number_of_nodes() == 8  # in Python it still converts
+
+
+def test_any_torch_op_of_the_table_runs_in_the_written_model(tmp_path):
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cumsum(x, dim=1).flip(1) * torch.arange(4.0)
+
+    net = Net()
+    graph = nn2pgm.convert(net, example_inputs={"x": torch.randn(1, 4)})
+    write_pgmpy(graph, tmp_path)
+    x = torch.randn(20, 4)
+    frame = load_model(tmp_path).simulate(20, do={f"x_{k}": x[:, k].numpy() for k in range(4)})
+    (output,) = graph.outputs
+    got = torch.tensor(frame[[f"{output}_{k}" for k in range(4)]].to_numpy())
+    assert torch.allclose(got.double(), net(x).double(), rtol=1e-6, atol=1e-6)
 
 
 def test_too_large_a_model_exits_2_and_writes_nothing(tmp_path, capsys):

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import nn2pgm
 from fixtures.export_onnx import build, export
 from nn2pgm.frontends.sources import SourceError
+from nn2pgm.ops.program import ops_of
 
 from ..conftest import nn2pgm_cli as cli
 
@@ -177,7 +178,8 @@ def test_external_data_inside_the_folder_is_read(tmp_path):
         nn2pgm.convert(str(path))
     graph = nn2pgm.convert(str(path), structure_only=True)  # weights are not needed to draw
     assert graph.model["structure_only"] and graph["mm"].parents == ("x",)
-    assert graph["mm"].attrs["opaque"] and graph["mm"].evaluate is None
+    assert graph["mm"].attrs["opaque"]
+    assert ops_of(graph["mm"].program) == ["opaque::ai.onnx::MatMul"]  # running it is refused
 
 
 @pytest.mark.parametrize("opset", [17, 20])
@@ -209,10 +211,11 @@ def test_opset_older_than_6_is_refused(tmp_path):
 def test_old_opset_without_onnxruntime_kernel_checks_with_onnx_reference():
     folder = Path(onnx.__file__).parent / "backend/test/data/pytorch-converted"
     path = folder / "test_BatchNorm2d_eval" / "model.onnx"  # BatchNormalization-6
-    from nn2pgm.frontends.onnx_model import OnnxReference, load_onnx
+    from nn2pgm.frontends.onnx import build_graph, load_onnx
+    from nn2pgm.verify.onnx import OnnxReference
 
     model, _ = load_onnx(str(path))
-    assert OnnxReference(model).runtime == "onnx.reference"
+    assert OnnxReference(model, build_graph(model)).runtime == "onnx.reference"
     assert nn2pgm.check(str(path), samples=4).passed
 
 

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nn2pgm
 from nn2pgm.executor import Executor
-from nn2pgm.frontends.onnx_model import Scope, node_scopes
+from nn2pgm.frontends.onnx import Scope, node_scopes
 
 
 def save(nodes, inputs, outputs, path, initializers=(), opset=17) -> str:

@@ -1,6 +1,7 @@
-"""The ONNX op registry: entries are found by op type and opset, and each torch function
-computes what onnxruntime computes (onnx.reference where onnxruntime has no kernel): padding
-modes, strides, dilations, ceil mode, negative indices and steps, recurrent layers, ..."""
+"""The ONNX ops of the op table (``onnx::<OpType>``): entries are found by op type and opset,
+and each torch function computes what onnxruntime computes (onnx.reference where onnxruntime
+has no kernel): padding modes, strides, dilations, ceil mode, negative indices and steps,
+recurrent layers, ..."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from nn2pgm.frontends import onnx_ops
+from nn2pgm.frontends.onnx.values import attribute_values
+from nn2pgm.ops import UnknownOpError, resolve
+from nn2pgm.ops import onnx as onnx_ops
 
 RNG = np.random.default_rng(0)
 
@@ -413,12 +416,10 @@ def test_op_matches_onnxruntime(case):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     want = reference(model, dict(zip(names, inputs)))
-    impl = onnx_ops.lookup("", op_type, opset)
-    kwargs = onnx_ops.attribute_values(node)
-    if impl.wants_outputs:
-        kwargs["n_outputs"] = outputs
-    got = impl.fn(*[torch.from_numpy(v) for v in inputs], **kwargs)
-    got = got if isinstance(got, tuple) else (got,)
+    run = resolve(f"onnx::{op_type}")
+    kwargs = attribute_values(node)
+    got = run(*[torch.from_numpy(v) for v in inputs], opset=opset, outputs=outputs, **kwargs)
+    got = got if outputs > 1 else (got,)
     assert len(got) >= outputs
     for have, expected in zip(got, want):
         have = have.numpy()
@@ -429,30 +430,39 @@ def test_op_matches_onnxruntime(case):
 
 def test_entries_are_chosen_by_opset():
     x = torch.zeros(1, 3, 1)
-    assert onnx_ops.lookup("", "Squeeze", 11).fn(x, axes=[0]).shape == (3, 1)
-    assert onnx_ops.lookup("", "Squeeze", 13).fn(x, torch.tensor([0])).shape == (3, 1)
-    assert onnx_ops.lookup("", "Squeeze", 11) != onnx_ops.lookup("", "Squeeze", 13)
-    assert onnx_ops.lookup("ai.onnx", "Relu", onnx.defs.onnx_opset_version()) is not None
-    assert onnx_ops.lookup("", "Gelu", 19) is None  # Gelu is new in opset 20
-    assert onnx_ops.lookup("", "Loop", 17) is None
-    assert onnx_ops.lookup(onnx_ops.TRAINING_DOMAIN, "Gradient", 1) is not None
+    squeeze = resolve("onnx::Squeeze")
+    assert squeeze(x, axes=[0], opset=11).shape == (3, 1)
+    assert squeeze(x, torch.tensor([0]), opset=13).shape == (3, 1)
+    assert onnx_ops.find("", "Squeeze", 11) != onnx_ops.find("", "Squeeze", 13)
+    assert onnx_ops.find("ai.onnx", "Relu", onnx.defs.onnx_opset_version()) is not None
+    assert onnx_ops.find("", "Gelu", 19) is None  # Gelu is new in opset 20
+    assert onnx_ops.find("", "Loop", 17) is None
+    assert onnx_ops.find(onnx_ops.TRAINING_DOMAIN, "Gradient", 1) is not None
+    assert resolve("onnx::ai.onnx.preview.training::Gradient") is not None
+    with pytest.raises(UnknownOpError, match="onnx::Gelu has no implementation at opset 19"):
+        resolve("onnx::Gelu")(x, opset=19)
+    with pytest.raises(UnknownOpError, match="'onnx::Loop' is not in nn2pgm's op table"):
+        resolve("onnx::Loop")
 
 
 def test_unsupported_variants_are_named_before_running():
-    resize = onnx_ops.lookup("", "Resize", 13)
+    resize = onnx_ops.find("", "Resize", 13)
     assert (
         resize.unsupported({"mode": "cubic"})
         == "mode 'cubic' is not compiled (nearest and linear are)"
     )
     assert resize.unsupported({"mode": "linear"}) is None
+    with pytest.raises(UnknownOpError, match="mode 'cubic' is not compiled"):
+        resolve("onnx::Resize")(torch.zeros(1, 1, 2, 2), None, torch.ones(4), mode="cubic")
 
 
 def test_random_ops_sample_from_torch_and_have_families():
     torch.manual_seed(0)
-    draws = onnx_ops.lookup("", "RandomNormal", 17).fn(shape=[4000], mean=1.0, scale=2.0)
+    normal = resolve("onnx::RandomNormal")
+    draws = normal(shape=[4000], mean=1.0, scale=2.0, opset=17)
     assert abs(float(draws.mean()) - 1.0) < 0.1 and abs(float(draws.std()) - 2.0) < 0.1
     torch.manual_seed(0)
-    again = onnx_ops.lookup("", "RandomNormal", 17).fn(shape=[4000], mean=1.0, scale=2.0)
+    again = normal(shape=[4000], mean=1.0, scale=2.0, opset=17)
     assert torch.equal(draws, again)
     assert set(onnx_ops.RANDOM_FAMILIES.values()) == {
         "Normal",

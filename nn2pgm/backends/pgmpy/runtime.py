@@ -27,7 +27,6 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pandas.errors import PerformanceWarning
 from pgmpy import config
 from pgmpy.factors.continuous import LinearGaussianCPD
@@ -431,63 +430,24 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _unary(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
-    return lambda xs, step, tensors, n: fn(xs[0])
+Compile = Callable[[dict, dict[str, torch.Tensor]], Callable[[list, int], Any]]
 
 
-OPS: dict[str, Callable[[list[torch.Tensor], dict, dict[str, torch.Tensor], int], Any]] = {
-    "linear": lambda xs, s, t, n: F.linear(xs[0], t[s["weight"]], t.get(s.get("bias"))),
-    "conv2d": lambda xs, s, t, n: F.conv2d(
-        xs[0],
-        t[s["weight"]],
-        t.get(s.get("bias")),
-        s["stride"],
-        s["padding"],
-        s["dilation"],
-        s["groups"],
-    ),
-    "identity": _unary(lambda x: x),
-    "relu": _unary(torch.relu),
-    "sigmoid": _unary(torch.sigmoid),
-    "tanh": _unary(torch.tanh),
-    "sign": _unary(torch.sign),
-    "exp": _unary(torch.exp),
-    "log": _unary(torch.log),
-    "abs": _unary(torch.abs),
-    "neg": _unary(torch.neg),
-    "softplus": _unary(F.softplus),
-    "silu": _unary(F.silu),
-    "gelu": lambda xs, s, t, n: F.gelu(xs[0], approximate=s["approximate"]),
-    "leaky_relu": lambda xs, s, t, n: F.leaky_relu(xs[0], s["negative_slope"]),
-    "elu": lambda xs, s, t, n: F.elu(xs[0], s["alpha"]),
-    "softmax": lambda xs, s, t, n: torch.softmax(xs[0], s["dim"]),
-    "log_softmax": lambda xs, s, t, n: torch.log_softmax(xs[0], s["dim"]),
-    "argmax": lambda xs, s, t, n: torch.argmax(xs[0], s["dim"], s["keepdim"]),
-    "argmin": lambda xs, s, t, n: torch.argmin(xs[0], s["dim"], s["keepdim"]),
-    "cast": lambda xs, s, t, n: xs[0].to(getattr(torch, s["dtype"])),
-    "reshape": lambda xs, s, t, n: xs[0].reshape(n, *s["shape"]),
-    "affine": lambda xs, s, t, n: xs[0] * s["factor"] + s["offset"],
-    "add": lambda xs, s, t, n: xs[0] + xs[1],
-    "sub": lambda xs, s, t, n: xs[0] - xs[1],
-    "mul": lambda xs, s, t, n: xs[0] * xs[1],
-    "div": lambda xs, s, t, n: xs[0] / xs[1],
-}
-
-
-def run_step(step: dict, inputs: list[torch.Tensor], tensors: dict, n: int) -> Any:
-    """One step of a layer program: ``step["op"]`` (a key of :data:`OPS`) on ``inputs``."""
-    return OPS[step["op"]](inputs, step, tensors, n)
-
-
-def program_params(layer: dict, tensors: dict[str, torch.Tensor]) -> UnitParams:
-    """A layer's CPD function from its written program: the steps of its folded nodes, then
-    the head's value or its family's parameters (member ids or numbers)."""
+def program_params(
+    layer: dict, tensors: dict[str, torch.Tensor], compile_program: Compile
+) -> UnitParams:
+    """A layer's CPD function from its written steps: each folded node's program (compiled
+    by ``compile_program``, nn2pgm's program interpreter) on its inputs, then the head's value
+    or its family's parameters (member ids or numbers)."""
     shape, family = tuple(layer["shape"]), layer["family"]
+    steps = [
+        (s["node"], s["inputs"], compile_program(s["program"], tensors)) for s in layer["steps"]
+    ]
 
     def params(values: list[torch.Tensor], n: int) -> dict[str, torch.Tensor]:
         env = dict(zip(layer["parents"], values))
-        for step in layer["steps"]:
-            env[step["node"]] = run_step(step, [env[x] for x in step["inputs"]], tensors, n)
+        for node, inputs, function in steps:
+            env[node] = function([env[x].clone() for x in inputs], n)
         if family == "Delta":
             return {"value": env[layer["name"]].reshape(n, math.prod(shape))}
         sources = {k: env[v] if isinstance(v, str) else v for k, v in layer["params"].items()}
@@ -506,8 +466,11 @@ def _structure(layer: dict, tensors: dict[str, torch.Tensor]) -> list[tuple]:
     ]
 
 
-def build_model(spec: dict, directory: str | Path, num_samples: int = 1000) -> Any:
-    """The pgmpy model described by a written ``spec`` and the files in ``directory``."""
+def build_model(
+    spec: dict, directory: str | Path, compile_program: Compile, num_samples: int = 1000
+) -> Any:
+    """The pgmpy model described by a written ``spec`` and the files in ``directory``; a
+    functional model's steps are compiled by ``compile_program``."""
     directory = Path(directory)
     if spec["kind"] == "discrete":
         from pgmpy.readwrite import BIFReader
@@ -543,7 +506,7 @@ def build_model(spec: dict, directory: str | Path, num_samples: int = 1000) -> A
                 dtype=getattr(torch, layer["dtype"]),
                 parents=[index[p] for p in layer["parents"]],
                 structure=_structure(layer, tensors),
-                params=program_params(layer, tensors),
+                params=program_params(layer, tensors, compile_program),
                 latent=layer["latent"],
             )
             for layer in spec["layers"]

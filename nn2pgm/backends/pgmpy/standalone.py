@@ -1,16 +1,19 @@
 """Writing a pgmpy model to a directory that runs without nn2pgm.
 
-``DIR/model.py`` holds :mod:`.runtime` and a ``build()`` function; ``DIR/model.json``
-describes the layers; ``DIR/weights.safetensors`` holds the weights and which unit reads which
-(no pickle). A finite-domain model is written as ``DIR/model.bif`` and ``DIR/model.xmlbif``
-too, which ``build()`` reads back with pgmpy's ``BIFReader``. Then::
+``DIR/model.py`` holds :mod:`.runtime`, nn2pgm's program interpreter and a ``build()``
+function; ``DIR/model.json`` describes the layers; ``DIR/weights.safetensors`` holds the
+weights and which unit reads which (no pickle). A finite-domain model is written as
+``DIR/model.bif`` and ``DIR/model.xmlbif`` too, which ``build()`` reads back with pgmpy's
+``BIFReader``. Then::
 
     import sys; sys.path.insert(0, "DIR"); import model; m = model.build(); m.simulate(100)
 
-A functional model's layers are written as short programs over the ops of
-:data:`.runtime.OPS`: each folded node is matched to an op (by its module or function name)
-and the match is checked against the node's own CPD function on random values, so a written
-model computes what the graph computes, or the writer says which node it cannot write.
+A functional model's layers are written as the programs of their nodes (the CPDs as data, see
+:mod:`nn2pgm.ops.program`), and ``model.py`` carries a copy of the interpreter that runs them
+in nn2pgm (:mod:`nn2pgm.ops.program` with the op tables :mod:`nn2pgm.ops.torch_ops` and
+:mod:`nn2pgm.ops.families`), so a written model computes what the graph computes. A node whose
+program calls an op outside those tables (an ``onnx::`` op) or that has no program (an opaque
+node) has no standalone form: the writer names it and writes nothing.
 """
 
 from __future__ import annotations
@@ -19,114 +22,45 @@ import ast
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from ..._version import __version__
 from ...ir import Graph, Node
+from ...ops import families, program, torch_ops
+from ...ops.program import is_opaque, ops_of, tensor_keys
 from .._files import OutputError, Paths, atomic_write, check_output_directory
 from . import runtime
 from .functional import csr
-from .units import DEFAULT_MAX_UNITS, Layer, PgmpyError, Plan, base_values
+from .units import DEFAULT_MAX_UNITS, Layer, PgmpyError, Plan
 
-UNARY = ("relu", "sigmoid", "tanh", "sign", "exp", "log", "abs", "neg", "softplus", "silu")
-CASTS = ("to", "float", "double", "half", "int", "long", "bool", "type")
-RESHAPES = ("view", "reshape", "flatten", "squeeze", "unsqueeze")
-IDENTITIES = ("dropout", "identity", "contiguous", "clone", "detach")
 BIF_NAME = re.compile(r"[\w.-]+")  # what pgmpy's BIFReader accepts as a name
-BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "truediv": "div"}
-AFFINE = ("add", "sub", "mul", "div", "truediv", "radd", "rsub", "rmul", "rtruediv")
 # Every file name an export may write: the only names DIR may already hold (an earlier export).
 FILE_NAMES = ("model.py", "model.json", "weights.safetensors", "model.bif", "model.xmlbif")
+# The op namespaces whose tables model.py carries.
+STANDALONE_OPS = ("torch.", "family::")
+OWN_PREFIXES = ("structure/", "gaussian/")  # the writer's own tensors in weights.safetensors
 
 
-def _op_name(node: Node) -> str:
-    if node.module_object is not None:
-        return type(node.module_object).__name__.lower()
-    return (node.attrs.get("target") or node.op).rsplit(".", 1)[-1].strip("_").lower()
-
-
-def _affine_fit(node: Node, points: list[dict[str, torch.Tensor]]) -> dict:
-    """``y = factor * x + offset`` fitted on ``points``: an op with a number (``x * 0.5``)."""
-    x = torch.cat([p[node.parents[0]].double().flatten() for p in points])
-    y = torch.cat([p[node.id].double().flatten() for p in points])
-    spread = ((x - x.mean()) ** 2).sum()
-    factor = float(((x - x.mean()) * (y - y.mean())).sum() / spread) if spread > 0 else 1.0
-    offset = float(y.mean() - factor * x.mean())
-    return {"op": "affine", "factor": factor, "offset": offset}
-
-
-def _candidates(node: Node, points: list[dict], tensors: dict[str, torch.Tensor]) -> Iterator[dict]:
-    """Ops that may compute ``node``, given joint samples ``points`` of all nodes."""
-    module, name = node.module_object, _op_name(node)
-    rank = points[0][node.parents[0]].dim() if node.parents else 1
-    if isinstance(module, (nn.Linear, nn.Conv2d)):
-        tensors[f"{node.id}.weight"] = module.weight.detach().contiguous()
-        step = {"weight": f"{node.id}.weight"}
-        if module.bias is not None:
-            tensors[f"{node.id}.bias"] = module.bias.detach().contiguous()
-            step["bias"] = f"{node.id}.bias"
-        if isinstance(module, nn.Conv2d):
-            step.update(
-                stride=list(module.stride),
-                padding=module.padding if isinstance(module.padding, str) else list(module.padding),
-                dilation=list(module.dilation),
-                groups=module.groups,
-            )
-        yield {"op": "linear" if isinstance(module, nn.Linear) else "conv2d", **step}
-    name = {"leakyrelu": "leaky_relu", "logsoftmax": "log_softmax"}.get(name, name)
-    if name in UNARY:
-        yield {"op": name}
-    if name == "gelu":
-        yield from ({"op": "gelu", "approximate": a} for a in ("none", "tanh"))
-    if name == "leaky_relu":
-        yield {"op": name, "negative_slope": getattr(module, "negative_slope", 0.01)}
-    if name == "elu":
-        yield {"op": name, "alpha": getattr(module, "alpha", 1.0)}
-    if name in IDENTITIES:
-        yield {"op": "identity"}
-    if name in CASTS:
-        yield {"op": "cast", "dtype": node.dtype}
-    if name in RESHAPES:
-        yield {"op": "reshape", "shape": list(node.shape[1:])}
-    if name in ("argmax", "argmin", "softmax", "log_softmax"):
-        for dim in range(1, rank):
-            if name.startswith("arg"):
-                yield from ({"op": name, "dim": dim, "keepdim": k} for k in (False, True))
-            else:
-                yield {"op": name, "dim": dim}
-    if name in BINARY and len(node.parents) == 2:
-        yield {"op": BINARY[name]}
-    if name in AFFINE and len(node.parents) == 1:
-        yield _affine_fit(node, points)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return (
-        isinstance(a, torch.Tensor)
-        and isinstance(b, torch.Tensor)
-        and a.shape == b.shape
-        and a.dtype == b.dtype
-        and torch.allclose(a.double(), b.double(), rtol=1e-6, atol=1e-7, equal_nan=True)
-    )
-
-
-def step_of(node: Node, points: list[dict[str, torch.Tensor]], tensors: dict) -> dict:
-    """The op that computes ``node``, checked on ``points`` (joint samples of all nodes)."""
-    for candidate in _candidates(node, points, tensors):
-        step = {"node": node.id, "inputs": list(node.parents), **candidate}
-        if all(
-            _same(runtime.run_step(step, [p[x] for x in node.parents], tensors, 1), p[node.id])
-            for p in points
-        ):
-            return step
-    raise PgmpyError(
-        f"node {node.id!r} ({node.op}) has no form in a standalone pgmpy model (ops: "
-        f"{', '.join(runtime.OPS)}): use nn2pgm.to_pgmpy in Python for this network"
-    )
+def step_of(graph: Graph, node: Node, tensors: dict[str, torch.Tensor]) -> dict:
+    """The written step of a folded node: its inputs and program; the tensors the program
+    reads go into ``tensors``. :class:`PgmpyError` for a node without a standalone form."""
+    code = node.program
+    outside = [op for op in ops_of(code) if not op.startswith(STANDALONE_OPS)] if code else []
+    if code is None or is_opaque(code) or outside:
+        what = f"op {outside[0]!r}" if outside else "an opaque computation"
+        raise PgmpyError(
+            f"node {node.id!r} ({node.op}) has no form in a standalone pgmpy model ({what}; "
+            "model.py runs torch ops and distribution families): use nn2pgm.to_pgmpy in "
+            "Python for this network"
+        )
+    for key in tensor_keys(code):
+        if key.startswith(OWN_PREFIXES):
+            raise PgmpyError(f"node {node.id!r} reads a tensor named {key!r}: rename it")
+        tensors[key] = graph.tensors[key].detach().clone().contiguous()
+    return {"node": node.id, "inputs": list(node.parents), "program": code}
 
 
 def _structure(layer: Layer, tensors: dict) -> None:
@@ -139,11 +73,10 @@ def _structure(layer: Layer, tensors: dict) -> None:
 def functional_spec(plan: Plan, tensors: dict) -> dict:
     """The layers of a functional model as programs; fills ``tensors``."""
     graph = plan.graph
-    points = [base_values(graph, seed) for seed in (0, 1)]
     layers = []
     for layer in plan.layers:
         computed = layer.members if layer.family == "Delta" else layer.members[:-1]
-        steps = [step_of(graph[m], points, tensors) for m in computed]
+        steps = [step_of(graph, graph[m], tensors) for m in computed]
         _structure(layer, tensors)
         layers.append(
             {
@@ -184,12 +117,9 @@ def gaussian_spec(plan: Plan, tensors: dict) -> dict:
 
 
 def module_source(name: str, kind: str) -> str:
-    """``model.py``: a header, :mod:`.runtime` without its docstring, and ``build()``."""
-    from ... import __version__
-
+    """``model.py``: a header, :mod:`.runtime` without its docstring, the program interpreter
+    (:func:`interpreter_source`) and ``build()``."""
     name = " ".join(name.split()).replace('"', "'").replace("\\", "/")
-    text = Path(runtime.__file__).read_text()
-    body = text.splitlines(keepends=True)[ast.parse(text).body[0].end_lineno :]
     header = (
         f'"""pgmpy model of {name}, written by nn2pgm {__version__}: ``build()`` returns a\n'
         f"{kind}.\n\nNeeds numpy, torch, pyro-ppl and pgmpy. Reads model.json and the files it "
@@ -202,9 +132,90 @@ def module_source(name: str, kind: str) -> str:
         "\n\n"
         "def build(num_samples: int = 1000) -> Any:\n"
         '    """The pgmpy model; root CPDs sampled outside simulate draw num_samples rows."""\n'
-        "    return build_model(SPEC, Path(__file__).resolve().parent, num_samples)\n"
+        "    return build_model(SPEC, Path(__file__).resolve().parent, compile_program, "
+        "num_samples)\n"
     )
-    return header + "".join(body).rstrip("\n") + footer
+    return header + _body(runtime).rstrip("\n") + "\n\n\n" + interpreter_source() + footer
+
+
+def _body(module: Any) -> str:
+    """A module's source without its docstring."""
+    text = Path(module.__file__).read_text()
+    return "".join(text.splitlines(keepends=True)[ast.parse(text).body[0].end_lineno :])
+
+
+def _literal(text: str) -> str:
+    """``text`` as a Python string literal: raw and triple-quoted where that reads back."""
+    raw = f"r'''{text}'''"
+    try:
+        if ast.literal_eval(raw) == text:
+            return raw
+    except SyntaxError:
+        pass
+    return repr(text)
+
+
+PROGRAM_IMPORT = "from . import UnknownOpError, resolve\n"
+INTERPRETER = '''
+# -- nn2pgm's program interpreter ---------------------------------------------------------------
+# Copies of nn2pgm.ops.families, nn2pgm.ops.torch_ops and nn2pgm.ops.program (nn2pgm {version}):
+# a layer's steps in model.json are the programs of its nodes, run here as nn2pgm runs them.
+import sys as _sys
+import types as _types
+
+_OPS_SOURCES = {{
+    "families": {families},
+    "torch_ops": {torch_ops},
+    "program": {program},
+}}
+
+
+class UnknownOpError(ValueError):
+    """A program names an op outside the tables of this file."""
+
+
+def _ops_module(part: str, **names: Any) -> Any:
+    module = _types.ModuleType(f"{{__name__}}._nn2pgm_{{part}}")
+    module.__dict__.update(names)
+    _sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(_OPS_SOURCES[part], module.__name__, "exec"), module.__dict__)
+    return module
+
+
+_families = _ops_module("families")
+_torch_ops = _ops_module("torch_ops")
+
+
+def resolve(name: str) -> Any:
+    """The callable of op ``name`` (``torch.*``, ``family::*``); UnknownOpError if none."""
+    found = None
+    if name.startswith("torch."):
+        found = _torch_ops.lookup(name)
+    elif name.startswith("family::"):
+        found = _families.lookup(name)
+    if found is None:
+        raise UnknownOpError(f"op {{name!r}} is not in this model's op tables")
+    return found
+
+
+compile_program = _ops_module(
+    "program", UnknownOpError=UnknownOpError, resolve=resolve
+).compile_program
+'''
+
+
+def interpreter_source() -> str:
+    """The section of ``model.py`` that runs programs: the sources of the op tables and of
+    the interpreter, loaded as modules of their own."""
+    text = Path(program.__file__).read_text()
+    if PROGRAM_IMPORT not in text:
+        raise AssertionError("nn2pgm.ops.program no longer imports its op table as expected")
+    return INTERPRETER.lstrip("\n").format(
+        version=__version__,
+        families=_literal(Path(families.__file__).read_text()),
+        torch_ops=_literal(Path(torch_ops.__file__).read_text()),
+        program=_literal(text.replace(PROGRAM_IMPORT, "")),
+    )
 
 
 def files(exported: Any, name: str) -> dict[str, bytes | str]:
@@ -212,7 +223,7 @@ def files(exported: Any, name: str) -> dict[str, bytes | str]:
     from safetensors.torch import save
 
     kind, plan = exported.kind, exported.plan
-    spec: dict[str, Any] = {"format": "nn2pgm.pgmpy", "version": 1, "kind": kind, "name": name}
+    spec: dict[str, Any] = {"format": "nn2pgm.pgmpy", "version": 2, "kind": kind, "name": name}
     out: dict[str, bytes | str] = {}
     if kind == "discrete":
         from pgmpy.readwrite import BIFWriter, XMLBIFWriter

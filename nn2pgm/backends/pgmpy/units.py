@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ...errors import Nn2pgmError
+from ...executor import cpd_function
 from ...ir import DETERMINISTIC, Graph, Node
 from .runtime import FAMILIES, UnitParams, broadcast_params
 
@@ -150,12 +151,27 @@ def distribution_params(node: Node) -> dict[str, Any]:
     return params
 
 
-def unit_params(node: Node, values: list[Any], n: int) -> dict[str, torch.Tensor]:
+CpdFunction = Any  # (parent values, number of samples) -> value; see nn2pgm.executor
+
+
+def node_function(graph: Graph, node: Node) -> CpdFunction:
+    """The node's CPD function (its program, compiled); :class:`PgmpyError` for a node that
+    has none and is not an input."""
+    function = cpd_function(graph, node)
+    if function is None and node.id not in graph.inputs:
+        raise PgmpyError(f"node {node.id!r} ({node.op}) has no CPD function nn2pgm can run")
+    return function
+
+
+def unit_params(
+    node: Node, values: list[Any], n: int, function: CpdFunction = None
+) -> dict[str, torch.Tensor]:
     """The parameters of every unit of ``node`` given its parents' values (in ``parents``
-    order): ``{name: (n, units)}``, or ``(n, units, K)`` for a categorical's probabilities."""
+    order): ``{name: (n, units)}``, or ``(n, units, K)`` for a categorical's probabilities.
+    ``function`` is the CPD function of a deterministic node (:func:`node_function`)."""
     shape = event_shape(node)
     if node.kind == DETERMINISTIC:
-        return {"value": node.evaluate(values, n).reshape(n, math.prod(shape))}
+        return {"value": function(values, n).reshape(n, math.prod(shape))}
     sources = {
         name: values[node.parents.index(source)] if isinstance(source, str) else source
         for name, source in distribution_params(node).items()
@@ -164,18 +180,18 @@ def unit_params(node: Node, values: list[Any], n: int) -> dict[str, torch.Tensor
 
 
 # -- dependence of units ----------------------------------------------------------------------
-def base_values(graph: Graph, seed: int = 0) -> dict[str, torch.Tensor]:
-    """One joint sample of every node (observed inputs drawn at random by dtype)."""
+def base_values(
+    graph: Graph, seed: int = 0, functions: dict[str, CpdFunction] | None = None
+) -> dict[str, torch.Tensor]:
+    """One joint sample of every node (observed inputs drawn at random by dtype);
+    ``functions`` are the nodes' CPD functions when already compiled."""
+    functions = functions or {node.id: node_function(graph, node) for node in graph}
     values: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
         for node in graph:
             shape = (1, *event_shape(node))
-            if node.evaluate is None:
-                if node.id not in graph.inputs:
-                    raise PgmpyError(
-                        f"node {node.id!r} ({node.op}) has no CPD function nn2pgm can run"
-                    )
+            if functions[node.id] is None:
                 if node.dtype == "bool":
                     values[node.id] = torch.randint(0, 2, shape).bool()
                 elif node.dtype.startswith("float"):
@@ -184,7 +200,7 @@ def base_values(graph: Graph, seed: int = 0) -> dict[str, torch.Tensor]:
                     values[node.id] = torch.zeros(shape, dtype=getattr(torch, node.dtype))
             else:
                 args = [values[p].clone() for p in node.parents]
-                values[node.id] = node.evaluate(args, 1)
+                values[node.id] = functions[node.id](args, 1)
     return values
 
 
@@ -209,11 +225,16 @@ def _changed(got: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def dependence(
-    node: Node, parent: str, base: dict[str, torch.Tensor], params: UnitParams | None = None
+    node: Node,
+    parent: str,
+    base: dict[str, torch.Tensor],
+    params: UnitParams | None = None,
+    function: CpdFunction = None,
 ) -> torch.Tensor:
     """Boolean ``(units of node, units of parent)``: which unit of ``node`` reads which unit of
-    ``parent`` (see the module docstring)."""
-    params = params or (lambda values, n: unit_params(node, values, n))
+    ``parent`` (see the module docstring); ``params`` computes the node's unit parameters,
+    by default from its CPD ``function``."""
+    params = params or (lambda values, n: unit_params(node, values, n, function))
     units = math.prod(event_shape(node))
     point = base[parent].reshape(1, -1)
     k_units = point.shape[1]
@@ -290,9 +311,10 @@ def plan(graph: Graph, *, mode: str = "layers", max_units: int = DEFAULT_MAX_UNI
         raise PgmpyError(
             _too_large(f"up to {raw:,} unit variables (before folding activations)", max_units)
         )
-    base = base_values(graph)
+    functions = {node.id: node_function(graph, node) for node in graph}
+    base = base_values(graph, functions=functions)
     deps = {
-        (node.id, parent): dependence(node, parent, base)
+        (node.id, parent): dependence(node, parent, base, function=functions[node.id])
         for node in graph
         for parent in node.parents
     }
@@ -367,11 +389,12 @@ def layer_function(graph: Graph, layer: Layer) -> UnitParams:
     of every unit, evaluating the folded nodes with their own CPD functions."""
     nodes = [graph[m] for m in layer.members]
     head = nodes[-1]
+    functions = [node_function(graph, node) for node in nodes]
 
     def params(values: list[torch.Tensor], n: int) -> dict[str, torch.Tensor]:
         env = dict(zip(layer.parents, values))
-        for node in nodes[:-1]:
-            env[node.id] = node.evaluate([env[p].clone() for p in node.parents], n)
-        return unit_params(head, [env.get(p) for p in head.parents], n)
+        for node, function in zip(nodes[:-1], functions):
+            env[node.id] = function([env[p].clone() for p in node.parents], n)
+        return unit_params(head, [env.get(p) for p in head.parents], n, functions[-1])
 
     return params

@@ -1,0 +1,328 @@
+"""The check loop: random inputs, the network and the graph side by side, chunk by chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .. import limits
+from ..errors import Nn2pgmError
+from ..executor import Executor
+from ..guard import user_code
+from ..ir import STOCHASTIC, Graph, Node
+from ..source import refuse_meta
+from .noise import fixed_noise, noise_graph, random_nodes
+from .reference import flatten_outputs, run_network
+from .report import CheckError, CheckReport, OutputReport
+from .stats import compare, coordinates, ks_two_sample, not_finite_note, refuse_nan
+
+EMBEDDINGS = {"torch.nn.functional.embedding": (1, "weight", 0), "onnx::Gather": (0, "data", 1)}
+
+
+# -- random inputs ------------------------------------------------------------------------------
+def _table_rows(graph: Graph, node: Node, input_id: str) -> int | None:
+    """The rows of the table an embedding lookup in ``node``'s program reads with the input
+    ``input_id`` as indices (``F.embedding``'s weight, an ONNX ``Gather`` on a tensor)."""
+    if not node.program or input_id not in node.parents:
+        return None
+    reads = {"$ref": [node.parents.index(input_id)]}
+    for call in node.program.get("calls", []):
+        rule = EMBEDDINGS.get(call.get("fn"))
+        if rule is None:
+            continue
+        at, name, indices_at = rule
+        args, kwargs = call.get("args", []), call.get("kwargs", {})
+        table = args[at] if len(args) > at else kwargs.get(name)
+        indices = args[indices_at] if len(args) > indices_at else kwargs.get("indices")
+        if call["fn"] == "torch.nn.functional.embedding":
+            indices = args[0] if args else kwargs.get("input")
+        key = table.get("$t") if isinstance(table, dict) else None
+        if indices == reads and key in graph.tensors:
+            axis = kwargs.get("axis", 0) if call["fn"] == "onnx::Gather" else 0
+            return int(graph.tensors[key].shape[axis])
+    return None
+
+
+def input_high(graph: Graph, input_id: str, example: torch.Tensor) -> int:
+    """Exclusive upper bound for random integer inputs: the smallest embedding table size
+    that reads the input, else one more than the example's largest value."""
+    sizes = [
+        rows
+        for child in graph.children(input_id)
+        if (rows := _table_rows(graph, graph[child], input_id)) is not None
+    ]
+    if sizes:
+        return min(sizes)
+    return int(example.max()) + 1 if example.numel() else 1
+
+
+def random_inputs(
+    graph: Graph, examples: dict[str, torch.Tensor], n: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """``n`` random samples per input, shaped like the examples, of the right dtype and range."""
+    inputs = {}
+    for name, example in examples.items():
+        shape = (n, *example.shape[1:])
+        if example.dtype == torch.bool:
+            inputs[name] = torch.randint(0, 2, shape, generator=generator).bool()
+        elif not example.is_floating_point():
+            high = input_high(graph, name, example)
+            inputs[name] = torch.randint(0, high, shape, generator=generator, dtype=example.dtype)
+        elif example.numel() and example.min() >= 0 and example.max() <= 1:
+            inputs[name] = torch.rand(shape, generator=generator, dtype=example.dtype)
+        else:
+            inputs[name] = torch.randn(shape, generator=generator, dtype=example.dtype)
+    return inputs
+
+
+# -- the check ----------------------------------------------------------------------------------
+def check_graph(
+    graph: Graph,
+    reference: Callable[..., Any],
+    examples: dict[str, torch.Tensor],
+    **options: Any,
+) -> CheckReport:
+    """Compare ``graph`` with the network ``reference`` on ``samples`` random inputs; the graph
+    is sampled by the executor, or by ``sampler`` when one is given (an object with the
+    executor's ``sample(evidence, do=..., num_samples=...)``, e.g. the pgmpy backend's
+    ``Simulator``, run once per test). Options: ``samples`` (100), ``seed`` (0), ``rtol``
+    (1e-5), ``alpha`` (0.01), ``chunk`` (16), ``sampler``."""
+    name = graph.model.get("name") or type(reference).__name__
+    if isinstance(reference, torch.nn.Module):
+        refuse_meta(reference, name)
+    with user_code(f"checking {name}"):
+        return _check_graph(graph, reference, examples, **options)
+
+
+@dataclass
+class _Sides:
+    """What runs on the graph's side: the sampler of the free test, and for the exact test
+    the copy of the graph whose random nodes take the network's noise (see :mod:`.noise`)."""
+
+    graph: Graph
+    sampler: Any  # the executor, or a sampler given by the caller (pgmpy)
+    external: bool  # given by the caller: the executor only computes the values for do=
+    plain: Executor
+    noisy: Executor
+    roots: dict[str, str]
+    capture: bool
+
+    @classmethod
+    def of(cls, graph: Graph, sampler: Any) -> _Sides:
+        noisy, roots = noise_graph(graph)
+        plain = Executor(graph)
+        return cls(
+            graph=graph,
+            sampler=plain if sampler is None else sampler,
+            external=sampler is not None,
+            plain=plain,
+            noisy=Executor(noisy) if roots else plain,
+            roots=roots,
+            capture=bool(random_nodes(graph)),
+        )
+
+    def exact(self, inputs: dict, captured: list) -> tuple[dict, Callable[[str], str]]:
+        """The graph's outputs with its random nodes fixed to the network's draws
+        ``captured``, and a function naming where a non-finite value of an output starts."""
+        do = fixed_noise(self.graph, self.roots, captured)
+        executor = self.noisy if do else self.plain
+        if not self.external:
+            got = executor.sample(inputs, do=do)
+            return got, lambda note: _first_not_finite(executor, inputs, do, note)
+        do_nodes = {}
+        if do:  # the values of the random nodes themselves, for the sampler's do=
+            values = executor.sample(inputs, do=do, keep="all")
+            do_nodes = {n.id: values[n.id] for n in random_nodes(self.graph)}
+        return self.sampler.sample(inputs, do=do_nodes), lambda note: ""
+
+
+@dataclass
+class _Tally:
+    """Errors and free draws gathered over the chunks, per output."""
+
+    graph: Graph
+    seed: int
+    worst: dict[str, list[float]] = field(default_factory=dict)
+    drawn: dict[str, list[list[torch.Tensor]]] = field(default_factory=dict)
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # coordinates per sample, first run
+    notes: dict[str, str] = field(default_factory=dict)  # graph values not finite where due
+
+    def __post_init__(self) -> None:
+        self.worst = {o: [0.0, 0.0] for o in self.graph.outputs}
+        self.drawn = {o: [[], []] for o in self.graph.outputs}
+
+    def add_exact(self, got: dict, where: Callable[[str], str], expected: list) -> None:
+        for name, want in zip(self.graph.outputs, expected):
+            note = compare(self.worst, name, got[name], want)
+            if note and name not in self.notes:
+                self.notes[name] = note + where(note)
+
+    def add_free(self, got: dict, expected: list, n: int) -> None:
+        for name, want in zip(self.graph.outputs, expected):
+            have = got[name]
+            refuse_nan(self.graph, name, want, "sampling freely")
+            if have.shape == want.shape and name not in self.notes:
+                note = not_finite_note(have, want)
+                if note:
+                    self.notes[name] = note + " sampling freely"
+                    continue
+            rows = n if want.dim() and want.shape[0] == n else 1  # no batch: one draw
+            size = want.numel() // rows
+            if have.shape != want.shape or self.sizes.setdefault(name, size) != size or not size:
+                continue  # a shape the exact test reports, or no coordinate to test
+            if name not in self.columns:
+                self.columns[name] = coordinates(size, self.seed)
+            self.drawn[name][0].append(want.reshape(rows, -1)[:, self.columns[name]].double())
+            self.drawn[name][1].append(have.reshape(rows, -1)[:, self.columns[name]].double())
+
+    def report(self, report: CheckReport) -> CheckReport:
+        for name in self.graph.outputs:
+            note = self.notes.get(name, "")
+            worst = self.worst[name]
+            out = OutputReport(name, *worst, passed=worst[1] <= report.rtol and not note)
+            out.note = note
+            if report.latents and self.drawn[name][0]:
+                a, b = torch.cat(self.drawn[name][0]), torch.cat(self.drawn[name][1])
+                statistic, p = ks_two_sample(a, b)
+                out.ks_statistic, out.ks_p_value = float(statistic.max()), float(p.min())
+                out.coordinates = a.shape[1]
+                report.distribution_samples = a.shape[0]
+            report.outputs.append(out)
+        if report.latents:
+            threshold = report.alpha / max(report.tests, 1)
+            for out in report.outputs:
+                if out.ks_p_value is not None and out.ks_p_value < threshold:
+                    out.passed = False
+        return report
+
+
+def _chunk(graph: Graph, chunk: int, samples: int, external: bool) -> int:
+    """Samples per run: the model's fixed batch, all at once for an external sampler (pgmpy's
+    cost is per variable, hardly per sample), else ``chunk`` within the element budget."""
+    batch = graph.model.get("batch")
+    if isinstance(batch, int):
+        if batch < 1:  # runs of no sample would never reach ``samples``
+            raise Nn2pgmError(
+                f"{graph.model.get('name', 'the model')} fixes its batch size to {batch}: check "
+                "compares samples and gets none; give the model a batch of 1 or more"
+            )
+        chunk = batch
+    if external:
+        chunk = samples
+    shrink = not external and not isinstance(batch, int)
+    return _within_budget(graph, min(chunk, samples) if shrink else chunk, shrink)
+
+
+def _check_graph(
+    graph: Graph,
+    reference: Callable[..., Any],
+    examples: dict[str, torch.Tensor],
+    *,
+    samples: int = 100,
+    seed: int = 0,
+    rtol: float = 1e-5,
+    alpha: float = 0.01,
+    chunk: int = 16,
+    sampler: Any = None,
+) -> CheckReport:
+    """See :func:`check_graph`."""
+    batch = graph.model.get("batch")
+    chunk = _chunk(graph, chunk, samples, sampler is not None)
+    sides = _Sides.of(graph, sampler)
+    generator = torch.Generator().manual_seed(seed)
+    latents = [
+        n for n in graph if n.kind == STOCHASTIC and not n.observed and n.id not in graph.inputs
+    ]
+    report = CheckReport(samples=0, seed=seed, rtol=rtol, alpha=alpha)
+    report.latents = [n.id for n in latents]
+    tally = _Tally(graph, seed)
+    done = step = 0
+    while done < samples:
+        n = chunk if isinstance(batch, int) else min(chunk, samples - done)
+        inputs = random_inputs(graph, examples, n, generator)
+        torch.manual_seed(seed + step)
+        expected, captured = run_network(reference, inputs, sides.capture)
+        if len(expected) != len(graph.outputs):
+            raise CheckError(
+                f"the network returned {len(expected)} tensors, the graph has "
+                f"{len(graph.outputs)} outputs"
+            )
+        for name, want in zip(graph.outputs, expected):
+            refuse_nan(graph, name, want, "on random inputs")
+        tally.add_exact(*sides.exact(inputs, captured), expected)
+        if latents:
+            torch.manual_seed(seed + 7919 + step)
+            free_reference, _ = run_network(reference, inputs, capture=False)
+            torch.manual_seed(seed + 104729 + step)
+            free_inputs = inputs
+            if sides.external:  # pgmpy's root CPDs draw the latent inputs themselves
+                free_inputs = {k: v for k, v in inputs.items() if graph[k].observed}
+            tally.add_free(sides.sampler.sample(free_inputs, num_samples=n), free_reference, n)
+        done += n
+        step += 1
+    report.samples = done
+    return tally.report(report)
+
+
+def _first_not_finite(executor: Executor, inputs: dict, do: dict, note: str) -> str:
+    """``"; first at node X"``: the first node (in order) whose graph value holds the kind of
+    value ``note`` names (NaN, else an infinity) while none of its parents' values do: where
+    the graph's values stop being finite, found by running the graph again."""
+    nan = "NaN" in note
+    values = executor.sample(inputs, do=do, keep="all")
+
+    def bad(value: Any) -> bool:
+        for t in flatten_outputs(value):
+            if t.is_floating_point() or t.is_complex():
+                if bool((torch.isnan(t) if nan else torch.isinf(t)).any()):
+                    return True
+        return False
+
+    for node in executor.order:
+        if node.id in do or node.id in inputs:
+            continue
+        if bad(values.get(node.id)) and not any(bad(values.get(p)) for p in node.parents):
+            return f"; first at node {node.id!r} ({node.op})"
+    return ""
+
+
+# -- the element budget -------------------------------------------------------------------------
+def _within_budget(graph: Graph, n: int, shrink: bool) -> int:
+    """The number of samples to run at once: ``n``, halved (when ``shrink``) while a node's
+    value would hold more elements than the budget allows; a node over the budget even then
+    is refused before the network or the graph runs."""
+    node, count = _largest(graph, n)
+    while shrink and n > 1 and count > limits.max_elements():
+        n = max(1, n // 2)
+        node, count = _largest(graph, n)
+    if node is not None:
+        limits.check_elements(f"node {node.id!r} ({node.op}) at {n} samples at once", count)
+    return n
+
+
+def _largest(graph: Graph, n: int) -> tuple[Any, int]:
+    """The node whose value holds the most elements at ``n`` samples, and that number."""
+    best, most = None, -1
+    for node in graph:
+        shapes = node.shape if node.shape and isinstance(node.shape[0], tuple) else (node.shape,)
+        count = sum(_elements_at(shape, n) for shape in shapes)
+        if count > most:
+            best, most = node, count
+    return best, most
+
+
+def _elements_at(shape: Any, n: int) -> int:
+    """Elements of an IR shape at ``n`` samples (``"kN"`` dims are ``k * n``; unknown: 0)."""
+    count = 1
+    for d in shape if isinstance(shape, tuple) else ():
+        if isinstance(d, int):
+            count *= max(d, 0)
+        elif isinstance(d, str) and (d == "N" or (d.endswith("N") and d[:-1].isdigit())):
+            count *= int(d[:-1] or 1) * n
+        else:
+            return 0
+    return count
