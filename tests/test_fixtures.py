@@ -24,7 +24,13 @@ def test_fixture_converts_validates_round_trips_and_is_deterministic(key, tmp_pa
     validate(json.loads(path.read_text()))
     assert nn2pgm.load(str(path)) == graph
     again = nn2pgm.convert(spec)
-    assert nn2pgm.to_json(again) == path.read_text()
+    second = tmp_path / "again" / f"{key}.json"
+    second.parent.mkdir()
+    nn2pgm.write(again, str(second))
+    assert second.read_bytes() == path.read_bytes()
+    nn2pgm.write(graph, str(second))  # the same weights give the same weights file
+    weights = path.with_suffix(".safetensors")
+    assert second.with_suffix(".safetensors").read_bytes() == weights.read_bytes()
     assert nn2pgm.to_dot(again) == nn2pgm.to_dot(graph)
 
 

@@ -150,7 +150,15 @@ def run_network(
             outputs, captured = own(inputs)
             return flatten_outputs(outputs), list(captured) if capture else []
         if not capture:
-            return flatten_outputs(reference(**inputs)), []
+            return flatten_outputs(_call(reference, inputs)), []
         with RandomCapture() as recorder:
-            outputs = reference(**inputs)
+            outputs = _call(reference, inputs)
         return flatten_outputs(outputs), recorder.values
+
+
+def _call(reference: Callable[..., Any], inputs: dict[str, torch.Tensor]) -> Any:
+    """Run the network; an exported program's module node by node (its input guards fix the
+    batch size it was exported with, the graph itself does not)."""
+    if isinstance(reference, torch.fx.GraphModule) and hasattr(reference, "_in_spec"):
+        return torch.fx.Interpreter(reference).run(*inputs.values())
+    return reference(**inputs)
