@@ -31,8 +31,9 @@ from torch.overrides import TorchFunctionMode, resolve_name
 from ..errors import Nn2pgmError
 from ..guard import walk_modules
 from ..ops import torch_ops
+from ..ops.random_calls import PER_CHANNEL
 from .patches import Patcher
-from .random_ops import PER_CHANNEL, draws_inside, dropout_p, random_kind
+from .random_ops import draws_inside, dropout_p, random_kind
 
 
 class TraceError(Nn2pgmError):

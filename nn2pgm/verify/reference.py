@@ -26,46 +26,10 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
 
-# Random functions and methods, by short name (``torch.Tensor.normal_`` -> ``normal_``).
-RANDOM_FUNCTIONS = {
-    "randn",
-    "randn_like",
-    "normal",
-    "normal_",
-    "rand",
-    "rand_like",
-    "uniform_",
-    "randint",
-    "randint_like",
-    "random_",
-    "bernoulli",
-    "bernoulli_",
-    "multinomial",
-    "poisson",
-    "exponential_",
-    "geometric_",
-    "cauchy_",
-    "log_normal_",
-    "randperm",
-    "_standard_gamma",
-    "_sample_dirichlet",
-    "binomial",
-}
-# Dropout-like calls: short name -> (position of the training flag, its default, position of p,
-# its default). Random only in training and with p > 0.
-TRAINING_FLAGS = {
-    "dropout": (2, True, 1, 0.5),
-    "dropout_": (2, True, 1, 0.5),
-    "dropout1d": (2, True, 1, 0.5),
-    "dropout2d": (2, True, 1, 0.5),
-    "dropout3d": (2, True, 1, 0.5),
-    "alpha_dropout": (2, False, 1, 0.5),
-    "feature_alpha_dropout": (2, False, 1, 0.5),
-    "native_dropout": (2, True, 1, 0.5),
-    "rrelu": (3, False, None, None),
-    "rrelu_": (3, False, None, None),
-}
-MASKED = {"dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d"}
+from ..ops.random_calls import MASKED, TRAINING_FLAGS
+from ..ops.random_calls import RANDOM_FUNCTIONS as _FAMILIES
+
+RANDOM_FUNCTIONS = set(_FAMILIES)
 _KEYWORDS = {"training": ("training", "train"), "p": ("p",)}
 
 
