@@ -14,7 +14,7 @@ from cli.main import main
 from .conftest import nn2pgm_cli
 
 
-def assert_bad_input(result: subprocess.CompletedProcess, *words: str) -> None:
+def assert_bad_input(result: subprocess.CompletedProcess, *words: str) -> str:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -22,6 +22,7 @@ def assert_bad_input(result: subprocess.CompletedProcess, *words: str) -> None:
     assert lines[0].startswith("nn2pgm: error: ")
     for word in words:
         assert word in lines[0], lines[0]
+    return lines[0]
 
 
 DATA_DEPENDENT = """

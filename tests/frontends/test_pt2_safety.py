@@ -22,6 +22,7 @@ import nn2pgm
 from nn2pgm.errors import Nn2pgmError
 
 from ..conftest import nn2pgm_cli
+from ..test_cli import assert_bad_input
 
 CONSTRUCTOR = r"""
 #include <stdio.h>
@@ -92,15 +93,7 @@ def aotinductor_package(program: bytes, path: Path, so: bytes, escape: Path | No
     return repack(program, path, extra=extra, first=escape is not None)
 
 
-def assert_one_line(result: subprocess.CompletedProcess, *words: str) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert lines[0].startswith("nn2pgm: error: ")
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
+assert_one_line = assert_bad_input
 
 
 def aotinductor_folders() -> set[str]:
