@@ -248,6 +248,9 @@ def group_layers(items: list[Call | Group], scopes: Scopes) -> list[Call | Group
         if masks and len(rest) == 1:
             out.extend(masks)
             calls = rest
+        elif any(c.kind == "mask" or c.random for c in calls):
+            out.extend(calls)  # a layer that draws inside (an LSTM's dropout): call by call
+            continue
         cls = scopes.classes.get(entry, "Module")
         out.append(Group(entry, calls, scopes.outputs.get(entry), cls, layer=True))
     return out

@@ -365,14 +365,37 @@ class _Builder:
             )
 
     def output_ids(self, outputs: Any) -> list[str]:
+        """The output nodes; an element of a layer's tuple value (an RNN's ``(output, h)``)
+        becomes a node of its own that selects it."""
         found = []
         for ref in refs_of(map_template(outputs, self.outer)):
-            if ref.path:
-                raise TraceError(
-                    "an output is an element of a layer's tuple value; return a tensor"
-                )
-            found.append(ref.call)
+            found.append(self._element(ref) if ref.path else ref.call)
         return found
+
+    def _element(self, ref: Ref) -> str:
+        holder = self.graph[ref.call]
+        shape, dtype = holder.shape, holder.dtype
+        for p in ref.path:
+            shape = shape[p]
+            dtype = dtype[p] if isinstance(dtype, (list, tuple)) else dtype
+        node_id = self.unique.fresh(f"{ref.call}.{'.'.join(map(str, ref.path))}")
+        program = {"calls": [], "output": {"$ref": [0, *ref.path]}}
+        module = holder.module
+        self.graph.add(
+            Node(
+                id=node_id,
+                op="getitem",
+                module=module,
+                kind=DETERMINISTIC,
+                distribution=Distribution("Delta", {}),
+                shape=shape,
+                dtype=dtype,
+                parents=(ref.call,),
+                attrs={"index": list(ref.path)},
+                program=program,
+            )
+        )
+        return node_id
 
 
 def _parameter_count(calls: list[Call]) -> int:

@@ -31,9 +31,10 @@ from torch.overrides import TorchFunctionMode, resolve_name
 from ..errors import Nn2pgmError
 from ..guard import walk_modules
 from ..ops import torch_ops
-from ..ops.random_calls import PER_CHANNEL
+from ..ops.fused import decomposition
+from ..ops.random_calls import PER_CHANNEL, hidden_dropout_p
 from .patches import Patcher
-from .random_ops import draws_inside, dropout_p, random_kind
+from .random_ops import dropout_p, random_kind
 
 
 class TraceError(Nn2pgmError):
@@ -324,6 +325,10 @@ class Recorder(TorchFunctionMode):
             unbind = torch.Tensor.unbind
             values = unbind(*args, **kwargs)
             return iter(self._record(unbind, "unbind", args, kwargs, bool(reads), values))
+        written_out = decomposition(name, func, args, kwargs)
+        if written_out is not None:  # a fused call that draws a dropout: call by call
+            with self:
+                return written_out(*args, **kwargs)
         kind = random_kind(name, args, kwargs)
         if kind is not None and kind[0] == "mask":
             return self._record_dropout(func, name, args, kwargs)
@@ -340,7 +345,7 @@ class Recorder(TorchFunctionMode):
         # Every other call that makes a tensor is recorded, even from constants only (zeros,
         # arange, a weight's transpose), so that sizes scaling with the batch are seen; constant
         # ones are folded afterwards.
-        hidden = "Implicit" if draws_inside(name, args, kwargs) else None
+        hidden = "Implicit" if hidden_dropout_p(name, args, kwargs) is not None else None
         return self._record(func, name, args, kwargs, bool(reads), value, versions, hidden)
 
     def _refuse_data_shape(self, name: str, args: tuple, kwargs: dict) -> None:
@@ -457,6 +462,9 @@ class Recorder(TorchFunctionMode):
             patcher.patch(torch.nn.Module, "__call__", _patched_call(original))
             # Argument validation of torch.distributions reads values; it is not the model.
             patcher.patch(torch.distributions.Distribution, "_validate_args", False)
+            # A tracer, like torch.export: libraries (transformers' masks) then keep the
+            # general code path instead of branching on the values of their inputs.
+            patcher.patch(torch.compiler, "_is_compiling_flag", True)
             outer = getattr(_ACTIVE, "recorder", None)
             _ACTIVE.recorder = self
             try:

@@ -47,3 +47,36 @@ TRAINING_FLAGS = {
 }
 MASKED = {"dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d"}
 PER_CHANNEL = {"dropout1d", "dropout2d", "dropout3d"}
+
+# Fused calls that draw a dropout inside themselves, in training: short name -> (position of
+# p, its keyword, position of the training flag, its keyword, its default). The frontend writes
+# them out call by call (nn2pgm.ops.fused); the check's capture reads the masks they drew.
+HIDDEN_DROPOUTS = {
+    "multi_head_attention_forward": (10, "dropout_p", 13, "training", True),
+    "scaled_dot_product_attention": (4, "dropout_p", None, None, True),
+    "lstm": (5, "dropout", 6, "train", False),
+    "gru": (5, "dropout", 6, "train", False),
+    "rnn_tanh": (5, "dropout", 6, "train", False),
+    "rnn_relu": (5, "dropout", 6, "train", False),
+}
+
+
+def hidden_dropout_p(name: str, args: tuple, kwargs: dict) -> float | None:
+    """The drop probability of a fused call whose own dropout is on (an attention or a
+    multi-layer recurrent call in training), else None."""
+    spec = HIDDEN_DROPOUTS.get(name)
+    if spec is None:
+        return None
+    p_at, p_name, train_at, train_name, default = spec
+    if train_at is not None and name != "multi_head_attention_forward":
+        if not (len(args) > 6 and isinstance(args[2], (list, tuple))):
+            return None  # a recurrent call on a packed sequence: other positions
+        if int(args[4]) < 2:
+            return None  # one layer: the dropout of a recurrent call acts between layers
+    p = args[p_at] if len(args) > p_at else kwargs.get(p_name, 0.0)
+    train = default
+    if train_at is not None:
+        train = args[train_at] if len(args) > train_at else kwargs.get(train_name, default)
+    if not train or not isinstance(p, (int, float)) or float(p) <= 0:
+        return None
+    return float(p)

@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch.overrides import (
     get_ignored_functions,
     get_overridable_functions,
@@ -101,6 +102,11 @@ FACTORIES = {
 }
 
 
+# Python methods of torch.Tensor that dispatch to __torch_function__ but are missing from
+# get_overridable_functions() (torch._tensor defines them in Python).
+PYTHON_METHODS = ("unflatten", "__rdiv__")
+
+
 def _namespace(name: str) -> str:
     head, _, last = name.rpartition(".")
     if head.startswith("torch.Tensor.") and last in ("__get__", "__set__"):
@@ -121,6 +127,7 @@ def table() -> dict[str, Callable[..., Any]]:
     """Every op name a program may use -> its torch callable."""
     funcs = [f for fs in get_overridable_functions().values() for f in fs]
     funcs += list(get_testing_overrides())
+    funcs += [getattr(torch.Tensor, name) for name in PYTHON_METHODS]
     funcs += [
         f for f in get_ignored_functions() if (name_of(f) or "").rpartition(".")[2] in FACTORIES
     ]

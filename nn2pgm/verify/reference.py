@@ -25,7 +25,9 @@ from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..ops.fused import decomposition
 from ..ops.random_calls import MASKED, TRAINING_FLAGS
 from ..ops.random_calls import RANDOM_FUNCTIONS as _FAMILIES
 
@@ -78,7 +80,11 @@ class RandomCapture(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        kind = _random_kind(short_name(func), args, kwargs)
+        name = short_name(func)
+        if decomposition(name, func, args, kwargs) is not None:
+            with _InnerMasks(self.values):  # the frontend writes this call out, dropouts seen
+                return func(*args, **kwargs)
+        kind = _random_kind(name, args, kwargs)
         if kind is None:
             return func(*args, **kwargs)
         if kind != "mask":
@@ -89,6 +95,23 @@ class RandomCapture(TorchFunctionMode):
         before = x.clone()  # an in-place dropout overwrites its input
         value = func(*args, **kwargs)
         self.values.append(((value != 0) | (before == 0)).to(before.dtype))
+        return value
+
+
+class _InnerMasks(TorchDispatchMode):
+    """Keeps the keep-masks a fused call draws inside itself (``bernoulli_`` on a fresh
+    tensor, or the mask ``native_dropout`` returns), in the order it draws them."""
+
+    def __init__(self, values: list[Any]) -> None:
+        super().__init__()
+        self.values = values
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        value = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten.bernoulli_.float:
+            self.values.append(value.clone())
+        elif func is torch.ops.aten.native_dropout.default and args[2] is not False:
+            self.values.append(value[1].to(value[0].dtype))
         return value
 
 
