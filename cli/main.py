@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from nn2pgm.errors import Nn2pgmError, UsageError
 
@@ -396,6 +397,12 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(graph: Any) -> None:
+    """The graph's warnings (opaque nodes, noise drawn outside torch), one line each."""
+    for warning in graph.model.get("warnings", []):
+        print(f"nn2pgm: warning: {warning}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     import nn2pgm
 
@@ -418,6 +425,7 @@ def run(args: argparse.Namespace) -> int:
         nn2pgm.check_output(args.output, to=fmt, protect=protect, weights=weights)
         options = {**_convert_options(args), "discriminator": critic}
         graph = nn2pgm.convert(source, **options)
+        _warn(graph)
         nn2pgm.write(
             graph, args.output, to=fmt, max_units=args.max_units, protect=protect, weights=weights
         )
@@ -429,8 +437,7 @@ def run(args: argparse.Namespace) -> int:
             graph = nn2pgm.load(args.source, weights=False)
         else:
             graph = nn2pgm.convert(args.source, **_convert_options(args))
-        for warning in graph.model.get("warnings", []):
-            print(f"nn2pgm: warning: {warning}", file=sys.stderr)
+        _warn(graph)
         if args.json:
             doc = {
                 "model": graph.model,

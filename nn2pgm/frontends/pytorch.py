@@ -21,6 +21,7 @@ from ..errors import Nn2pgmError
 from ..guard import allow_depth, user_code, walk_modules
 from ..ir import Graph, batch_multiple, symbolic_dim
 from ..source import refuse_meta
+from . import outside_noise
 from .torch_nodes import Group, build_graph, leaves_of, map_template, refs_of
 from .tracing import Call, Const, Recorder, Ref, Sym, Trace, TraceError
 
@@ -348,7 +349,8 @@ def _trace(
     except NotImplementedError:  # an exported program keeps the mode it was exported in
         pass
     label = name or type(module).__name__
-    calls, outputs, scopes, shape_list, batch = _record(module, example_inputs, label)
+    with outside_noise.watch(module) as noise:
+        calls, outputs, scopes, shape_list, batch = _record(module, example_inputs, label)
     shapes = {c.index: s for c, s in zip(calls, shape_list)}
     layer_outputs = frozenset(
         out.call
@@ -367,4 +369,8 @@ def _trace(
         "batch": batch,
         "parameters": _parameters(module),
     }
-    return build_graph(items, outputs, shapes, tensor_names(module), model)
+    graph = build_graph(items, outputs, shapes, tensor_names(module), model)
+    if noise:  # the check fails on these; convert and inspect print them
+        graph.model["outside_noise"] = noise
+        graph.model["warnings"] = [*noise, *graph.model.get("warnings", [])]
+    return graph

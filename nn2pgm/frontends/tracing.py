@@ -17,10 +17,7 @@ traced tensor's *value* (``if x.sum() > 0``) raises :class:`DataDependentError`.
 from __future__ import annotations
 
 import functools
-import linecache
-import os
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +30,15 @@ from ..guard import walk_modules
 from ..ops import torch_ops
 from ..ops.fused import decomposition
 from ..ops.random_calls import PER_CHANNEL, hidden_dropout_p
+from .call_facts import (
+    _has_tensor,
+    _leaves,
+    _mutated,
+    _per_sample,
+    _shape_arguments,
+    _versioned,
+    user_location,
+)
 from .patches import Patcher
 from .random_ops import dropout_p, random_kind
 
@@ -183,16 +189,6 @@ def is_leaf_module(module: torch.nn.Module) -> bool:
     if not cls.__module__.startswith("torch.nn.") or isinstance(module, CONTAINERS):
         return False
     return cls.__name__ in ATOMIC_MODULES or next(module.children(), None) is None
-
-
-def user_location() -> str:
-    """``file:line: code`` of the innermost stack frame outside torch and nn2pgm."""
-    skip = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
-    for frame in reversed(traceback.extract_stack()):
-        if not frame.filename.startswith(skip) and not frame.filename.startswith("<"):
-            code = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
-            return f"{os.path.relpath(frame.filename)}:{frame.lineno}: {code}"
-    return "<unknown>"
 
 
 # The recorder of the current thread: the patched ``nn.Module.__call__`` reports to it, and
@@ -485,30 +481,6 @@ class Recorder(TorchFunctionMode):
         )
 
 
-def _per_sample(name: str, args: tuple, kwargs: dict) -> bool:
-    """False for the forms of a per-sample function that mix samples (softmax over dim 0,
-    flatten from dim 0)."""
-    if name in ("softmax", "log_softmax"):
-        dim = args[1] if len(args) > 1 else kwargs.get("dim")
-        return isinstance(dim, int) and dim not in (0, -len(args[0].shape))
-    if name == "flatten":
-        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
-        return isinstance(start, int) and start not in (0, -len(args[0].shape))
-    return True
-
-
-def _versioned(value: Any) -> bool:
-    return isinstance(value, torch.Tensor) and not value.is_inference()
-
-
-def _mutated(value: torch.Tensor, version: int | None, name: str) -> bool:
-    """Whether a call that returned its argument ``value`` changed it in place (its version
-    counter moved), or only returned it (an alias: ``contiguous()``, dropout in eval)."""
-    if version is None:
-        return _mutates(name)
-    return value._version != version
-
-
 def _has_module_stacks(root: torch.nn.Module) -> bool:
     """A graph module from ``torch.export`` whose nodes remember their module paths."""
     graph = getattr(root, "graph", None)
@@ -533,70 +505,3 @@ class _ScopedInterpreter(torch.fx.Interpreter):
                 scope.append((path, 0))
         self.recorder.scope = scope
         return super().run_node(n)
-
-
-_INPLACE_OPERATORS = {
-    "iadd",
-    "isub",
-    "imul",
-    "itruediv",
-    "ifloordiv",
-    "imatmul",
-    "ipow",
-    "imod",
-    "iand",
-    "ior",
-    "ixor",
-    "ilshift",
-    "irshift",
-    "setitem",
-}
-
-
-def _mutates(name: str) -> bool:
-    """An op that changes its first argument in place (``add_``, ``+=``, ``x[i] = v``)."""
-    return name in _INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_"))
-
-
-def _leaves(obj: Any):
-    if isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _leaves(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _leaves(o)
-    elif isinstance(obj, slice):
-        yield from (obj.start, obj.stop, obj.step)
-    else:
-        yield obj
-
-
-def _shape_arguments(name: str, args: tuple, kwargs: dict) -> list:
-    """The arguments of a :data:`DATA_SHAPE_OPS` call whose values decide its output shape."""
-
-    def arg(position: int, *keywords: str) -> Any:
-        if len(args) > position:
-            return args[position]
-        return next((kwargs[k] for k in keywords if k in kwargs), None)
-
-    if name == "getitem":  # x[mask]: boolean (or uint8) index tensors select by value
-        return [
-            leaf
-            for leaf in _leaves(arg(1))
-            if isinstance(leaf, torch.Tensor) and leaf.dtype in (torch.bool, torch.uint8)
-        ]
-    if name == "masked_select":
-        return [arg(1, "mask")]
-    if name == "where":  # torch.where(condition) is nonzero(as_tuple=True)
-        return [arg(0, "condition")] if len(args) + len(kwargs) == 1 else []
-    if name == "repeat_interleave":
-        repeats = arg(1, "repeats") if len(args) + len(kwargs) > 1 else arg(0, "repeats")
-        return [repeats] if isinstance(repeats, torch.Tensor) else []
-    if name == "tensor_split":
-        split = arg(1, "indices_or_sections", "indices", "sections", "tensor_indices_or_sections")
-        return [split] if isinstance(split, torch.Tensor) else []
-    return [arg(0, "input")]
-
-
-def _has_tensor(value: Any) -> bool:
-    return any(isinstance(leaf, torch.Tensor) for leaf in _leaves(value))

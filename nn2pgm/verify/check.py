@@ -239,6 +239,7 @@ def _check_graph(
     ]
     report = CheckReport(samples=0, seed=seed, rtol=rtol, alpha=alpha)
     report.latents = [n.id for n in latents]
+    report.unmodelled = list(graph.model.get("outside_noise", []))
     tally = _Tally(graph, seed)
     done = step = 0
     while done < samples:
