@@ -163,8 +163,7 @@ def _at(dim: Any, n: int) -> int:
 
 def cpd_function(graph: Graph, node: Node) -> Callable[[list, int], Any] | None:
     """The node's CPD as a function (parent values, number of samples) -> value: its program
-    compiled against the graph's tensors, else (graphs built in this process by code that has
-    no program yet) its runtime function; None for an input.
+    compiled against the graph's tensors; None for an input.
 
     A program naming an op outside the table (an opaque node) or a tensor the graph does not
     hold is refused with one line naming the node."""
@@ -183,7 +182,7 @@ def cpd_function(graph: Graph, node: Node) -> Callable[[list, int], Any] | None:
             return compile_program(node.program, graph.tensors)
         except UnknownOpError as error:
             raise type(error)(f"node {node.id!r} ({node.op}): {error}") from None
-    return node.evaluate
+    return None
 
 
 def _rows(evidence: Mapping[str, Any], do: Mapping[str, Any], graph: Graph) -> int:

@@ -11,7 +11,7 @@ This module imports nothing else of nn2pgm but its error class (`nn2pgm.errors`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,6 @@ Shape = tuple  # tuple of Dim, or (for a node whose value is a tuple) a tuple of
 
 # The CPD's function of a node: (its parents' values in ``parents`` order, number of samples)
 # -> its value (drawn, for a stochastic node).
-Evaluate = Callable[[list, int], Any]
 
 
 def batch_multiple(a: int, b: int, b1: int, b2: int) -> int | None:
@@ -82,12 +81,6 @@ class Node:
     # The CPD as plain data: calls into the op table (see nn2pgm.ops.program), None for inputs
     # and for graphs read from a structure-only document.
     program: dict[str, Any] | None = None
-    # Runtime only: how to compute (or sample) the value; not part of equality or JSON.
-    evaluate: Evaluate | None = None
-    # Runtime only: the torch.nn.Module (or other object) holding this node's weights.
-    module_object: Any = None
-    # Runtime only: where the frontend found the node's value (a call index of its trace).
-    origin: Any = None
 
     def as_dict(self) -> dict[str, Any]:
         """The node's JSON-able description (everything but the runtime fields)."""
