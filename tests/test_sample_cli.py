@@ -273,3 +273,14 @@ def test_a_document_sampled_in_a_fresh_process_reproduces_the_network(fresh_runs
         scale = float(want.abs().max()) or 1.0
         error = float((have.double() - want.double()).abs().max()) / scale
         assert error <= RTOL, f"{output}: max relative error {error:.3g}"
+
+
+def test_a_0d_npy_keeps_its_shape(tmp_path):
+    import numpy as np
+
+    from nn2pgm.backends.arrays import read_npy
+
+    np.save(tmp_path / "a.npy", np.float32(1.5))
+    np.save(tmp_path / "b.npy", np.arange(6, dtype=np.int64).reshape(2, 3)[:, ::2])
+    assert read_npy(str(tmp_path / "a.npy")).shape == ()
+    assert read_npy(str(tmp_path / "b.npy")).tolist() == [[0, 2], [3, 5]]

@@ -67,7 +67,8 @@ def read_npy(path: str) -> torch.Tensor:
         raise ArrayError(f"{path} is not a .npy file (an .npz archive?): give one array")
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("="))
-    return torch.from_numpy(np.ascontiguousarray(array))
+    # ascontiguousarray makes a 0-d array 1-d: keep the shape
+    return torch.from_numpy(np.ascontiguousarray(array).reshape(array.shape))
 
 
 def _dims(shape: tuple, n: int) -> list[int]:

@@ -237,6 +237,9 @@ def _check_refs(node_id: str, template: Any, available: int, call: int | None) -
         if isinstance(t, list):
             stack.extend(t)
         elif isinstance(t, dict):
+            if len(t) == 1 and isinstance(t.get("$dict"), dict):
+                stack.extend(t["$dict"].values())  # its keys are names, not tags
+                continue
             ref = t.get("$ref") if len(t) == 1 else None
             if isinstance(ref, list) and ref and isinstance(ref[0], int):
                 i = ref[0]
