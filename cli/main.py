@@ -31,7 +31,8 @@ EPILOG = """examples:
   nn2pgm sample model.json --evidence x=x.npy --do relu=h.npy -o samples.safetensors
 
 Example inputs come from --input-shape or from the module's own example_inputs() method,
-which returns {forward argument name: example tensor} with the batch as dimension 0.
+which returns {forward argument name: example} or (args, kwargs), the batch as dimension 0;
+an example is a tensor, or a tuple, list or dict of tensors (state=(h0, c0)).
 exit codes: 0 ok / check passed, 1 check failed, 2 bad usage or bad input"""
 
 
@@ -48,8 +49,10 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         "--input-shape",
         action="append",
         default=[],
-        metavar="NAME=D0,D1,...",
-        help="example input shape for forward argument NAME, batch first (repeatable)",
+        metavar="NAME=D0,D1,...[:DTYPE[:<HIGH]]",
+        help="example input for forward argument NAME (state.0 for an element of a tuple, "
+        "features.ids of a dict), batch first, with its dtype and for integers the range "
+        "[0, HIGH): x=1,784, input_ids=2,16:int64:<50257, mask=2,16:bool (repeatable)",
     )
     parser.add_argument(
         "--weights",
@@ -58,6 +61,21 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         "weights_only=True) or a .safetensors file",
     )
     parser.add_argument("--train", action="store_true", help="trace in training mode")
+    parser.add_argument(
+        "--batch-dim",
+        action="append",
+        default=[],
+        metavar="NAME=K",
+        help="dimension K of input NAME holds the samples (none: the same for every sample); "
+        "default dimension 0, or the one found from two runs (repeatable)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "meta"],
+        default="cpu",
+        help="meta: build the model on the meta device and convert its structure only, "
+        "without weights (models too large for memory; convert and inspect)",
+    )
     parser.add_argument(
         "--structure-only",
         action="store_true",
@@ -95,8 +113,10 @@ def _model_options(parser: argparse.ArgumentParser, views: bool) -> None:
         "--latent",
         action="append",
         default=[],
-        metavar="NAME",
-        help="input NAME is latent noise with a standard normal prior (a generator's z)",
+        metavar="NAME[=FAMILY(PARAMS)]",
+        help="input NAME is latent noise with a prior: normal(LOC,SCALE) (the default, "
+        "standard normal), uniform(LOW,HIGH), categorical(K) (an index for an integer input, "
+        "one-hot for a float one) or bernoulli(P); e.g. code=uniform(-1,1) (repeatable)",
     )
     parser.add_argument(
         "--likelihood",
@@ -118,7 +138,8 @@ def _model_options(parser: argparse.ArgumentParser, views: bool) -> None:
             "--discriminator",
             metavar="SOURCE",
             help="a GAN's discriminator, drawn as an auxiliary node with adversarial edges "
-            "(with --view augmented)",
+            "(with --view augmented); one without example inputs of its own is fed a sample of "
+            "the generator's output",
         )
 
 
@@ -274,8 +295,31 @@ def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
     return nn2pgm.parse_input_shapes(args.input_shape) or None
 
 
+def _batch_dims(args: argparse.Namespace) -> dict[str, int | None] | None:
+    import nn2pgm
+
+    return nn2pgm.parse_batch_dims(args.batch_dim) or None
+
+
+def _device(args: argparse.Namespace, command: str) -> Any:
+    """Where the model is built: on the meta device for ``--device meta`` (convert, inspect)."""
+    import contextlib
+
+    if args.device != "meta":
+        return contextlib.nullcontext()
+    if command in ("check", "sample"):
+        raise UsageError(
+            f"--device meta converts the structure only; {command} needs the weights' values: "
+            "drop --device meta (or use convert or inspect)"
+        )
+    import torch
+
+    return torch.device("meta")
+
+
 def _convert_options(args: argparse.Namespace) -> dict:
     return {
+        "batch_dims": _batch_dims(args),
         "input_shapes": _shapes(args),
         "weights": args.weights,
         "train": args.train,
@@ -307,6 +351,8 @@ def _refuse_conversion_options(args: argparse.Namespace, command: str) -> None:
         option
         for option, value in (
             ("--input-shape", args.input_shape),
+            ("--batch-dim", args.batch_dim),
+            ("--device", args.device != "cpu"),
             ("--weights", args.weights),
             ("--train", args.train),
             ("--structure-only", args.structure_only),
@@ -367,11 +413,13 @@ def _sample(args: argparse.Namespace) -> int:
         _refuse_conversion_options(args, "sample")
         graph, protect = nn2pgm.load(args.source), named
     else:
+        _device(args, "sample")
         source = nn2pgm.load_source(
             args.source,
             input_shapes=_shapes(args),
             weights=args.weights,
             structure_only=args.structure_only,
+            batch_dims=_batch_dims(args),
         )
         protect = [*files, *source.files]
         nn2pgm.check_samples_output(args.output, protect=protect)
@@ -403,40 +451,60 @@ def _warn(graph: Any) -> None:
         print(f"nn2pgm: warning: {warning}", file=sys.stderr)
 
 
+def _critic(args: argparse.Namespace) -> object:
+    """The --discriminator's source; one without example inputs is fed, when converting,
+    a sample of the generator's output."""
+    import nn2pgm
+
+    if not args.discriminator:
+        return None
+    return nn2pgm.load_source(args.discriminator, inputs_required=False)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    """``nn2pgm convert``: OUT may not replace a file the conversion reads: checked before the
+    (possibly slow) loading against the files named, after it against every file read, and on
+    writing."""
+    import nn2pgm
+
+    weights = not args.no_weights
+    named = _named_files(args)
+    fmt = nn2pgm.check_output(args.output, to=args.to, protect=named, weights=weights)
+    with _device(args, "convert"):
+        source = nn2pgm.load_source(
+            args.source,
+            input_shapes=_shapes(args),
+            weights=args.weights,
+            structure_only=args.structure_only,
+            batch_dims=_batch_dims(args),
+        )
+    critic = _critic(args)
+    protect = [*source.files, *(critic.files if critic else ())]
+    nn2pgm.check_output(args.output, to=fmt, protect=protect, weights=weights)
+    options = {**_convert_options(args), "discriminator": critic}
+    graph = nn2pgm.convert(source, **options)
+    _warn(graph)
+    nn2pgm.write(
+        graph, args.output, to=fmt, max_units=args.max_units, protect=protect, weights=weights
+    )
+    print(f"wrote {args.output} ({fmt}, {len(graph)} nodes)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import nn2pgm
 
     if getattr(args, "max_units", None) is not None and args.max_units <= 0:
         raise UsageError("--max-units must be positive")
     if args.command == "convert":
-        # OUT may not replace a file the conversion reads: checked before the (possibly slow)
-        # loading against the files named, after it against every file read, and on writing.
-        weights = not args.no_weights
-        named = _named_files(args)
-        fmt = nn2pgm.check_output(args.output, to=args.to, protect=named, weights=weights)
-        source = nn2pgm.load_source(
-            args.source,
-            input_shapes=_shapes(args),
-            weights=args.weights,
-            structure_only=args.structure_only,
-        )
-        critic = nn2pgm.load_source(args.discriminator) if args.discriminator else None
-        protect = [*source.files, *(critic.files if critic else ())]
-        nn2pgm.check_output(args.output, to=fmt, protect=protect, weights=weights)
-        options = {**_convert_options(args), "discriminator": critic}
-        graph = nn2pgm.convert(source, **options)
-        _warn(graph)
-        nn2pgm.write(
-            graph, args.output, to=fmt, max_units=args.max_units, protect=protect, weights=weights
-        )
-        print(f"wrote {args.output} ({fmt}, {len(graph)} nodes)")
-        return 0
+        return _convert(args)
     if args.command == "inspect":
         if _is_document(args.source):  # its structure: the weights are not needed
             _refuse_conversion_options(args, "inspect")
             graph = nn2pgm.load(args.source, weights=False)
         else:
-            graph = nn2pgm.convert(args.source, **_convert_options(args))
+            with _device(args, "inspect"):
+                graph = nn2pgm.convert(args.source, **_convert_options(args))
         _warn(graph)
         if args.json:
             doc = {
@@ -452,6 +520,7 @@ def run(args: argparse.Namespace) -> int:
         return _sample(args)
     if args.samples <= 0:
         raise UsageError("--samples must be positive")
+    _device(args, "check")
     graph, reference = None, args.source
     if _is_document(args.source):
         if not args.against:
@@ -470,6 +539,7 @@ def run(args: argparse.Namespace) -> int:
         input_shapes=_shapes(args),
         weights=args.weights,
         train=args.train,
+        batch_dims=_batch_dims(args),
         latent=args.latent,
         likelihood=args.likelihood,
         samples=args.samples,

@@ -46,6 +46,7 @@ __all__ = [
     "document_files",
     "load_source",
     "parse_input_shapes",
+    "parse_batch_dims",
     "limited",
     "deadline",
     "summary_table",
@@ -63,36 +64,59 @@ def load_source(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     weights: str | None = None,
     structure_only: bool = False,
+    inputs_required: bool = True,
+    batch_dims: dict[str, int | None] | None = None,
 ) -> Source:
     """Resolve ``model.onnx``, ``model.pt2``, ``path/file.py:Name`` or ``package.module:Name``
-    into a module (or ONNX model) with example inputs (and trained ``weights``)."""
+    into a module (or ONNX model) with example inputs (and trained ``weights``); without
+    ``inputs_required`` a module that defines none gets ``{}`` (a GAN's discriminator, which
+    :func:`convert` feeds a sample of the generator); ``batch_dims`` names the dimension of an
+    input that holds the samples."""
     from .frontends.sources import load_source as _load
 
-    return _load(source, input_shapes=input_shapes, weights=weights, structure_only=structure_only)
+    loaded = _load(
+        source,
+        input_shapes=input_shapes,
+        weights=weights,
+        structure_only=structure_only,
+        inputs_required=inputs_required,
+    )
+    loaded.batch_dims = {**loaded.batch_dims, **(batch_dims or {})}
+    return loaded
 
 
 def _as_source(
     source: Any,
-    example_inputs: dict[str, Any] | None,
+    example_inputs: Any,
     input_shapes: dict[str, tuple[int, ...]] | None,
     weights: str | None,
     structure_only: bool = False,
+    inputs_required: bool = True,
 ) -> Source:
     """A SOURCE string, a :class:`Source`, or a module (with ``example_inputs`` given or
-    defined by the module) as a :class:`Source`."""
+    defined by the module: ``{argument: value}`` or ``(args, kwargs)``, values tensors or
+    tuples, lists or dicts of them) as a :class:`Source`."""
     from .source import Source as _Source
 
     if isinstance(source, str):
         return load_source(
-            source, input_shapes=input_shapes, weights=weights, structure_only=structure_only
+            source,
+            input_shapes=input_shapes,
+            weights=weights,
+            structure_only=structure_only,
+            inputs_required=inputs_required,
         )
     if isinstance(source, _Source):
         return source
-    if example_inputs is None and callable(getattr(source, "example_inputs", None)):
-        example_inputs = dict(source.example_inputs())
-    if example_inputs is None:
-        raise UsageError("a module needs example_inputs={forward argument: tensor}")
-    return _Source(source, dict(example_inputs), type(source).__qualname__, type(source).__name__)
+    from .frontends.sources import example_inputs as _examples
+
+    name = type(source).__name__
+    if example_inputs is None and input_shapes is None and inputs_required:
+        if not callable(getattr(source, "example_inputs", None)):
+            raise UsageError("a module needs example_inputs={forward argument: tensor}")
+    inputs = _examples(source, name, input_shapes, example_inputs, required=inputs_required)
+    ranges = {k: v.high for k, v in (input_shapes or {}).items() if getattr(v, "high", None)}
+    return _Source(source, inputs, type(source).__qualname__, name, input_ranges=ranges)
 
 
 def convert(
@@ -108,14 +132,20 @@ def convert(
     view: str = "full",
     discriminator: Any = None,
     structure_only: bool = False,
+    batch_dims: dict[str, int | None] | None = None,
 ) -> Graph:
     """Compile a network (a SOURCE string, a :class:`Source` or an ``nn.Module`` with
     ``example_inputs``) into a graphical model.
 
     Random ops become stochastic nodes and ``μ + σ·ε`` one Gaussian latent; ``latent`` names
-    inputs that are latent noise, ``likelihood`` gives outputs a density
+    inputs that are latent noise, with their prior (``"z"``, ``"code=uniform(-1,1)"``,
+    ``"labels=categorical(10)"``), ``likelihood`` gives outputs a density
     (``OUTPUT=bernoulli|normal[:SCALE]|categorical``); ``view`` is ``full``, ``latent`` or
-    ``augmented``, the last with an optional GAN ``discriminator`` (a source like ``source``).
+    ``augmented``, the last with an optional GAN ``discriminator`` (a source like ``source``;
+    one without example inputs is fed a sample of this graph's generated output).
+    ``batch_dims`` (``{"input": 1}``) names the dimension of an input that holds the samples
+    (default: dimension 0, or the one found by running the model; see
+    :mod:`nn2pgm.frontends.batch`). A module on the meta device converts to its structure.
     """
     from .frontends.pytorch import trace_module
     from .passes.reparameterization import reparameterize
@@ -135,12 +165,39 @@ def convert(
             depth=depth,
             name=source.name,
             source=source.spec,
+            batch_dims={**source.batch_dims, **(batch_dims or {})},
         )
+    _mark_ranges(graph, source.input_ranges)
     graph = assign_roles(reparameterize(graph), latent=latent, likelihood=likelihood)
     critic = None
     if discriminator is not None:
-        critic = convert(discriminator, train=train)
+        critic = convert(_critic_source(discriminator, graph, source), train=train)
     return apply_view(graph, view, critic)
+
+
+def _mark_ranges(graph: Graph, ranges: dict[str, int]) -> None:
+    """Integer inputs with a range (``--input-shape ids=2,16:int64:<HIGH``) keep it as
+    ``attrs["range"] = [0, HIGH]``: ``check`` and ``sample`` draw them in ``[0, HIGH)``."""
+    for name, high in ranges.items():
+        if name in graph.inputs:
+            graph[name].attrs = {**graph[name].attrs, "range": [0, int(high)]}
+
+
+def _critic_source(discriminator: Any, generator: Graph, source: Source) -> Source:
+    """The discriminator's source; one without example inputs of its own is fed a sample of
+    the generator's output (its generated output, drawn by ancestral sampling)."""
+    from dataclasses import replace
+
+    critic = _as_source(discriminator, None, None, None, inputs_required=False)
+    if critic.example_inputs or critic.module is None:
+        return critic
+    from .frontends.sources import example_inputs as _examples
+    from .frontends.sources import fed_inputs
+    from .passes.roles import generated_sample
+
+    value = generated_sample(generator, source.example_inputs)
+    given = fed_inputs(critic.module, critic.spec, value)
+    return replace(critic, example_inputs=_examples(critic.module, critic.spec, None, given))
 
 
 def load(path: str | os.PathLike[str], *, weights: bool = True) -> Graph:
@@ -383,6 +440,7 @@ def check(
     weights: str | None = None,
     example_inputs: dict[str, Any] | None = None,
     train: bool = False,
+    batch_dims: dict[str, int | None] | None = None,
     latent: list[str] | tuple[str, ...] = (),
     likelihood: list[str] | tuple[str, ...] = (),
     samples: int = 100,
@@ -406,6 +464,8 @@ def check(
 
     source = _as_source(source, example_inputs, input_shapes, weights, structure_only)
     network = source.module
+    if source.onnx is None:
+        network = _called_with_leaves(network, source.example_inputs)
     if source.onnx is not None:  # onnxruntime (onnx.reference where it has no kernel)
         from .frontends.onnx import build_graph
         from .verify.onnx import OnnxReference
@@ -413,7 +473,10 @@ def check(
         network = OnnxReference(source.onnx, build_graph(source.onnx))
     if graph is None:
         copied = source if source.onnx is not None else copy.deepcopy(source)
-        graph = convert(copied, train=train, latent=latent, likelihood=likelihood)
+        graph = convert(
+            copied, train=train, latent=latent, likelihood=likelihood, batch_dims=batch_dims
+        )
+    _mark_ranges(graph, source.input_ranges)
     try:
         network.train(train)
     except NotImplementedError:  # an exported program keeps the mode it was exported in
@@ -441,10 +504,41 @@ def check(
     )
 
 
+def _called_with_leaves(module: Any, examples: dict[str, Any]) -> Any:
+    """``module`` itself, or, when its inputs are leaves of tuples or dicts (``state.0``) or
+    go by position, a module taking the leaves by name that calls it as ``forward`` wants."""
+    import torch
+
+    from .source import call_arguments
+
+    args, kwargs = call_arguments(module, examples)
+    if not args and set(kwargs) == set(examples):
+        return module
+
+    class Called(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **inputs: Any) -> Any:
+            args, kwargs = call_arguments(self.inner, inputs)
+            return self.inner(*args, **kwargs)
+
+    return Called(module)
+
+
 def parse_input_shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
     """``["x=1,784", ...]`` (the CLI's ``--input-shape``) as ``{"x": (1, 784), ...}``; a
-    bad or repeated one raises :class:`~nn2pgm.source.SourceError` naming it."""
+    shape written ``ids=2,16:int64:<HIGH`` (or ``mask=2,16:bool``) also carries its ``dtype``
+    and ``high``. A bad or repeated one raises :class:`~nn2pgm.source.SourceError` naming it."""
     from .frontends.sources import parse_input_shapes as _parse
+
+    return _parse(texts)
+
+
+def parse_batch_dims(texts: list[str]) -> dict[str, int | None]:
+    """``["input=1", "mask=none"]`` (``--batch-dim``) as ``{"input": 1, "mask": None}``."""
+    from .frontends.batch import parse_batch_dims as _parse
 
     return _parse(texts)
 

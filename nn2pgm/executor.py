@@ -58,6 +58,11 @@ class Executor:
         node's). ``evidence`` gives the observed inputs, ``do`` fixes any node."""
         evidence = dict(evidence or {})
         do = dict(do or {})
+        if self.graph.model.get("device") == "meta":
+            raise ExecutionError(
+                f"{self.graph.model.get('name', 'the model')} was converted on the meta device: "
+                "its graph has no weights to run; build the model on the CPU or give --weights"
+            )
         unknown = sorted(k for k in [*evidence, *do] if k not in self.graph)
         if unknown:
             raise ExecutionError(f"no node {unknown[0]!r} in the graph (see nn2pgm inspect)")
@@ -186,9 +191,11 @@ def cpd_function(graph: Graph, node: Node) -> Callable[[list, int], Any] | None:
 
 
 def _rows(evidence: Mapping[str, Any], do: Mapping[str, Any], graph: Graph) -> int:
-    for value in [*evidence.values(), *do.values()]:
+    for name, value in [*evidence.items(), *do.items()]:
         if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return value.shape[0]
+            shape = graph[name].shape  # the samples along its "N" (dimension 0 otherwise)
+            axis = shape.index("N") if len(shape) == value.dim() and "N" in shape else 0
+            return value.shape[axis]
     batch = graph.model.get("batch")
     return batch if isinstance(batch, int) else 1
 

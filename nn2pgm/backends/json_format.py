@@ -82,9 +82,10 @@ def write_json(
 
     The weights are written first, then the JSON, each atomically; when the JSON cannot be
     written, a weights file that did not exist before is removed again, so that both files
-    appear or neither does."""
+    appear or neither does. A graph of a model on the meta device (``model["device"]``) has
+    no values: its document is the structure only, as with ``weights=False``."""
     protect = tuple(protect)
-    if not weights:
+    if not weights or graph.model.get("device") == "meta":
         atomic_write(path, to_json(graph), protect=protect)
         return
     check_output(path, protect)

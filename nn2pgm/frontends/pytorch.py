@@ -1,17 +1,20 @@
 """PyTorch frontend: a torch module and example inputs -> :class:`nn2pgm.ir.Graph`.
 
 The forward pass is recorded twice (see :mod:`.tracing`), with 1 and 2 samples (2 and 3 when
-a batch of 1 changes the structure). Integers that differ between the two records in
+a batch of 1 changes the structure) along each input's batch axis (dimension 0, or the one
+declared or found: :mod:`.batch`). Integers that differ between the two records in
 proportion to the number of samples (``x.view(B, -1)``) become symbolic, so the graph runs for
 any number of samples; everything else must agree, or the graph is kept at the example's fixed
-batch size. Constant sub-computations (``arange``, a weight's transpose) are folded into the
-programs that read them, the calls of one torch.nn layer become the layer's node, and
-``depth`` groups layers by module path. :mod:`.torch_nodes` writes the nodes and their
-programs.
+shapes and ``model["warnings"]`` says why. A module on the meta device is traced on meta
+tensors: the graph is its structure, without weights. Constant sub-computations
+(``arange``, a weight's transpose) are folded into the programs that read them, the calls of
+one torch.nn layer become the layer's node, and ``depth`` groups layers by module path.
+:mod:`.torch_nodes` writes the nodes and their programs.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,8 +23,17 @@ import torch
 from ..errors import Nn2pgmError
 from ..guard import allow_depth, user_code, walk_modules
 from ..ir import Graph, batch_multiple, symbolic_dim
-from ..source import refuse_meta
+from ..source import error_line, meta_tensor
 from . import outside_noise
+from .batch import (
+    RepeatRecorder,
+    candidate_axes,
+    declared_axes,
+    dependent_samples,
+    describe,
+    is_default,
+    with_batch,
+)
 from .torch_nodes import Group, build_graph, leaves_of, map_template, refs_of
 from .tracing import Call, Const, Recorder, Ref, Sym, Trace, TraceError
 
@@ -34,13 +46,7 @@ class NotBatchable(Exception):
     """The two records disagree: the graph depends on the batch size in a way we cannot name."""
 
 
-# -- example inputs ---------------------------------------------------------------------------
-def with_batch(example: torch.Tensor, batch: int) -> torch.Tensor:
-    """``example`` with ``batch`` rows, made by repeating its rows."""
-    if example.dim() == 0:
-        raise TraceError("an example input is a scalar: give it a batch dimension first")
-    reps = -(-batch // example.shape[0])
-    return torch.cat([example] * reps)[:batch].clone()
+__all__ = ["NotBatchable", "merge_traces", "trace_module", "with_batch"]
 
 
 # -- merging two records ----------------------------------------------------------------------
@@ -78,6 +84,8 @@ def _merge(a: Any, b: Any, b1: int, b2: int) -> Any:
         return {k: _merge(a[k], b[k], b1, b2) for k in a}
     if isinstance(a, slice):
         return slice(*_merge((a.start, a.stop, a.step), (b.start, b.stop, b.step), b1, b2))
+    if isinstance(a, torch.Generator) and isinstance(b, torch.Generator):
+        return a  # the stream a random call draws from: not part of the graph (see _drop_streams)
     if a is b or a == b:
         return a
     raise NotBatchable(f"{a!r} != {b!r}")
@@ -114,7 +122,8 @@ def merge_traces(t1: Trace, t2: Trace, b1: int, b2: int) -> tuple[list[Call], An
         raise NotBatchable("the two records have different lengths")
     calls, shapes = [], []
     for c1, c2 in zip(t1.calls, t2.calls):
-        same = c1.target is c2.target or (c1.kind == "input" and c1.target == c2.target)
+        # a property's getter (Tensor.T.__get__) is a new, equal object at every access
+        same = c1.target is c2.target or c1.target == c2.target
         if not same or (c1.kind, c1.op, c1.scope, c1.p) != (c2.kind, c2.op, c2.scope, c2.p):
             raise NotBatchable(f"call {c1.index} differs")
         args = _merge(c1.args, c2.args, b1, b2)
@@ -258,7 +267,7 @@ def group_layers(items: list[Call | Group], scopes: Scopes) -> list[Call | Group
 
 
 # -- entry point ------------------------------------------------------------------------------
-def _run_once(module: torch.nn.Module, inputs: dict[str, torch.Tensor], name: str) -> Trace:
+def _run_once(module: torch.nn.Module, inputs: dict[str, Any], name: str) -> Trace:
     try:
         return Recorder(module).run(inputs)
     except Nn2pgmError:
@@ -269,12 +278,19 @@ def _run_once(module: torch.nn.Module, inputs: dict[str, torch.Tensor], name: st
             "without end, or nests modules too deeply; flatten the model"
         ) from None
     except Exception as error:  # noqa: BLE001 - user code may raise anything
-        shapes = " ".join(f"{k}={','.join(map(str, v.shape))}" for k, v in inputs.items())
-        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        shapes = " ".join(f"{k}={_shape_text(v)}" for k, v in inputs.items())
         raise TraceError(
-            f"running {name} on example inputs {shapes} failed ({type(error).__name__}: "
-            f"{text}): check --input-shape"
+            f"running {name} on example inputs {shapes} failed ({error_line(error)}): check "
+            "--input-shape"
         ) from None
+
+
+def _shape_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + " ".join(_shape_text(v) for v in value) + ")"
+    return (
+        ",".join(map(str, value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+    )
 
 
 def _parameters(module: torch.nn.Module) -> int:
@@ -300,49 +316,141 @@ def tensor_names(module: torch.nn.Module) -> dict[int, str]:
 
 def trace_module(
     module: torch.nn.Module,
-    example_inputs: dict[str, torch.Tensor],
+    example_inputs: dict[str, Any],
     *,
     train: bool = False,
     depth: int | None = None,
     name: str | None = None,
     source: str | None = None,
+    batch_dims: dict[str, Any] | None = None,
 ) -> Graph:
-    """Compile ``module`` into a graph, tracing it on ``example_inputs`` (batch dimension 0)."""
+    """Compile ``module`` into a graph, tracing it on ``example_inputs``; ``batch_dims`` names
+    the dimension of an input that holds the samples (default: dimension 0, or the one found:
+    :mod:`.batch`). A module on the meta device is traced on meta tensors (structure only)."""
     label = name or type(module).__name__
-    refuse_meta(module, label)
     allow_depth(module, label)
-    with user_code(f"tracing {label}"):
-        return _trace(module, example_inputs, train, depth, name, source)
-
-
-def _record(module: torch.nn.Module, example_inputs: dict[str, torch.Tensor], name: str):
-    """The merged record: calls, outputs, module scopes, shapes by call, and the batch."""
-    for b1, b2 in TRACE_BATCHES:
-        try:
-            t1 = Recorder(module).run({k: with_batch(v, b1) for k, v in example_inputs.items()})
-            t2 = Recorder(module, shapes_from=t1).run(
-                {k: with_batch(v, b2) for k, v in example_inputs.items()}
+    meta = meta_tensor(module) is not None
+    if meta:
+        example_inputs = {k: _on_meta(v) for k, v in example_inputs.items()}
+    declared = declared_axes(module, example_inputs, batch_dims)
+    # on meta, tensors the forward makes without a device are meta tensors too
+    device = torch.device("meta") if meta else contextlib.nullcontext()
+    with user_code(f"tracing {label}"), device:
+        graph = _trace(module, example_inputs, train, depth, name, source, declared)
+    if meta:
+        graph.model["device"] = "meta"
+        note = (
+            f"{label} is on the meta device: the graph is its structure only, without weights "
+            "(a document is written without them; check and sample need the values: build it "
+            "on the CPU or give --weights)"
+        )
+        if graph.model["batch"] == "N" and not declared:
+            axes = graph.model.get("batch_axes")
+            along = describe(axes) if axes else "dimension 0"
+            note += (
+                f"; meta tensors have no values to show that the samples along {along} are "
+                "independent: give --batch-dim NAME=K if they are elsewhere"
             )
-            calls, outputs, groups, shape_list = merge_traces(t1, t2, b1, b2)
-            scopes = Scopes(groups, t1.module_classes, t1.leaves)
-            return calls, outputs, scopes, shape_list, "N"
+        graph.model["warnings"] = [*graph.model.get("warnings", []), note]
+    return graph
+
+
+def _on_meta(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_meta(v) for v in value)
+    return value.to("meta") if isinstance(value, torch.Tensor) else value
+
+
+@dataclass
+class Recorded:
+    """The merged record of a forward: its calls, output, module scopes, shapes by call, the
+    batch (``"N"`` or the example's fixed size), the batch axes and the warnings about them."""
+
+    calls: list[Call]
+    outputs: Any
+    scopes: Scopes
+    shapes: list
+    batch: int | str
+    axes: dict[str, Any]
+    warnings: list[str]
+
+
+def _record(module: torch.nn.Module, examples: dict[str, Any], name: str, declared: dict):
+    """Two records along the first batch axes that give a symbolic batch (:mod:`.batch`), or
+    one record of the example as it is, with a warning saying why."""
+    reason = None
+    for axes in candidate_axes(examples, declared):
+        outcome = _record_along(module, examples, axes, trusted=bool(declared))
+        if isinstance(outcome, Recorded):
+            return outcome
+        reason = reason or outcome
+    t = _run_once(module, examples, name)
+    scopes = Scopes(t.module_outputs, t.module_classes, t.leaves)
+    first = next(iter(candidate_axes(examples, declared)))
+    sizes = [v.shape[a] for k, v in examples.items() if isinstance(a := first[k], int)]
+    warning = (
+        f"the batch of {name} cannot be made symbolic ({reason}): the graph is fixed to the "
+        "example's shapes; if the samples are along another dimension of an input, give "
+        "--batch-dim NAME=K"
+    )
+    return Recorded(
+        t.calls, t.output, scopes, static_shapes(t), sizes[0] if sizes else 1, first, [warning]
+    )
+
+
+def _record_along(module: torch.nn.Module, examples: dict, axes: dict, trusted: bool):
+    """The merged record with the samples along ``axes``, or why there is none. Declared axes
+    (``trusted``) whose samples are not independent are kept, with a warning."""
+    why = None
+    along = describe(axes)
+    for b1, b2 in TRACE_BATCHES:
+        first = {k: with_batch(v, b1, axes[k]) for k, v in examples.items()}
+        second = {k: with_batch(v, b2, axes[k]) for k, v in first.items()}
+        runs = b1
+        try:
+            t1 = Recorder(module).run(first)
+            runs = b2
+            t2 = RepeatRecorder(module, shapes_from=t1).run(second)
+            calls, outputs, groups, shapes = merge_traces(t1, t2, b1, b2)
         except Nn2pgmError:
             raise
-        except Exception:  # noqa: BLE001 - try the next batch sizes, then the example's own
+        except NotBatchable as error:
+            why = why or f"its records with {b1} and {b2} samples along {along} differ: {error}"
             continue
-    t = _run_once(module, example_inputs, name)
-    scopes = Scopes(t.module_outputs, t.module_classes, t.leaves)
-    batch = next(iter(example_inputs.values())).shape[0]
-    return t.calls, t.output, scopes, static_shapes(t), batch
+        except Exception as error:  # noqa: BLE001 - user code may raise anything
+            why = why or f"it fails with {runs} samples along {along}: {error_line(error)}"
+            continue
+        warnings = []
+        mixed = dependent_samples(calls, shapes, t2, b1)
+        if mixed is not None:
+            why = f"the samples along {along} are not independent: {mixed} mixes them"
+            if not trusted:
+                return why
+            warnings.append(f"{why}; the batch is symbolic along them as declared")
+        scopes = Scopes(groups, t1.module_classes, t1.leaves)
+        return Recorded(calls, outputs, scopes, shapes, "N", axes, warnings)
+    return why
+
+
+def _drop_streams(calls: list[Call]) -> list[Call]:
+    """Random calls without their ``generator=``: which stream a draw comes from is not part
+    of the model (the graph draws from torch's own; check fixes the network's draws)."""
+    return [
+        replace(c, kwargs={k: v for k, v in c.kwargs.items() if k != "generator"})
+        if c.random and isinstance(c.kwargs.get("generator"), torch.Generator)
+        else c
+        for c in calls
+    ]
 
 
 def _trace(
     module: torch.nn.Module,
-    example_inputs: dict[str, torch.Tensor],
+    example_inputs: dict[str, Any],
     train: bool,
     depth: int | None,
     name: str | None,
     source: str | None,
+    declared: dict[str, Any],
 ) -> Graph:
     try:
         module.train(train)
@@ -350,8 +458,9 @@ def _trace(
         pass
     label = name or type(module).__name__
     with outside_noise.watch(module) as noise:
-        calls, outputs, scopes, shape_list, batch = _record(module, example_inputs, label)
-    shapes = {c.index: s for c, s in zip(calls, shape_list)}
+        record = _record(module, example_inputs, label, declared)
+    calls, outputs, scopes = _drop_streams(record.calls), record.outputs, record.scopes
+    shapes = {c.index: s for c, s in zip(calls, record.shapes)}
     layer_outputs = frozenset(
         out.call
         for key, out in scopes.outputs.items()
@@ -366,11 +475,20 @@ def _trace(
         "frontend": "pytorch",
         "mode": "train" if train else "eval",
         "depth": depth,
-        "batch": batch,
+        "batch": record.batch,
         "parameters": _parameters(module),
     }
+    if not is_default(record.axes, example_inputs):
+        model["batch_axes"] = {k: _listed(a) for k, a in record.axes.items()}
     graph = build_graph(items, outputs, shapes, tensor_names(module), model)
+    warnings = [*noise, *record.warnings, *graph.model.get("warnings", [])]
     if noise:  # the check fails on these; convert and inspect print them
         graph.model["outside_noise"] = noise
-        graph.model["warnings"] = [*noise, *graph.model.get("warnings", [])]
+    if warnings:
+        graph.model["warnings"] = warnings
     return graph
+
+
+def _listed(axis: Any) -> Any:
+    """A batch axis as JSON keeps it (a tuple input's axes as a list)."""
+    return [_listed(a) for a in axis] if isinstance(axis, tuple) else axis

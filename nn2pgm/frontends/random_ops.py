@@ -13,15 +13,23 @@ The calls that count as random are exactly the ones the check's capture
 
 One small function per op gives the family's parameters, like onnx's reference ops: it gets
 the call's argument templates and returns ``(family, {parameter: template or number})``.
+
+A ``torch.distributions`` sample draws with the calls above (``_standard_gamma``, ``rand``,
+...); :func:`watch_distributions` adds after them one call naming the distribution's family
+and the tensors it was built with, so that the latent keeps its parents.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..ops.families import SAMPLED
 from ..ops.random_calls import MASKED, RANDOM_FUNCTIONS, TRAINING_FLAGS
 
 if TYPE_CHECKING:
@@ -31,38 +39,6 @@ Params = dict[str, Any]
 
 # Families of the dropout-like calls that stay one random call.
 _TRAINING_FAMILIES = {"rrelu": "Uniform", "rrelu_": "Uniform"}
-
-
-# Calls that draw inside themselves, out of the capture's sight (their dropout, in training):
-# short name -> (position of p, its keyword, position of the training flag, its default).
-# They are stochastic nodes of family Implicit without a ``random_index``.
-HIDDEN_DROPOUTS = {
-    "multi_head_attention_forward": (10, "dropout_p", 13, True),
-    "scaled_dot_product_attention": (4, "dropout_p", None, True),
-    "lstm": (5, "dropout", 6, False),
-    "gru": (5, "dropout", 6, False),
-    "rnn_tanh": (5, "dropout", 6, False),
-    "rnn_relu": (5, "dropout", 6, False),
-}
-
-
-def draws_inside(name: str, args: tuple, kwargs: dict) -> bool:
-    """True for a call whose own dropout is on (an attention or a recurrent layer in
-    training): its output is random, but no random call of it can be seen."""
-    spec = HIDDEN_DROPOUTS.get(name)
-    if spec is None:
-        return False
-    p_at, p_name, train_at, default = spec
-    if train_at is not None and not (len(args) > 2 and isinstance(args[2], list)):
-        if name != "multi_head_attention_forward":
-            return False  # a recurrent call on a packed sequence: other positions
-    p = _argument(args, kwargs, p_at, (p_name,), 0.0)
-    train = (
-        default
-        if train_at is None
-        else _argument(args, kwargs, train_at, ("training", "train"), default)
-    )
-    return bool(train) and isinstance(p, (int, float)) and float(p) > 0
 
 
 def _argument(args: tuple, kwargs: dict, position: int | None, names: tuple, default: Any) -> Any:
@@ -156,6 +132,36 @@ def _dropout_mask(call: Call) -> tuple[str, Params]:
     return "Bernoulli", {"probs": 1.0 - call.p}
 
 
+def _standard_gamma(call: Call) -> tuple[str, Params]:
+    return "Gamma", {"concentration": call.args[0], "rate": 1.0}
+
+
+def _sample_dirichlet(call: Call) -> tuple[str, Params]:
+    return "Dirichlet", {"concentration": call.args[0]}
+
+
+def _exponential_(call: Call) -> tuple[str, Params]:
+    return "Exponential", {"rate": _arg(call, 1, "lambd", 1.0)}
+
+
+def _gumbel_softmax(call: Call) -> tuple[str, Params]:
+    """``F.gumbel_softmax``: a relaxed one-hot sample, or with ``hard`` the one-hot vector of
+    its largest entry, whose distribution is the categorical of the logits (any temperature)."""
+    params = {"logits": _arg(call, 0, "logits"), "temperature": _arg(call, 1, "tau", 1.0)}
+    dim = _arg(call, 4, "dim", -1)
+    if dim != -1:
+        params["dim"] = dim
+    if _arg(call, 2, "hard", False):
+        del params["temperature"]
+        return "OneHotCategorical", params
+    return "RelaxedCategorical", params
+
+
+def _sampled(call: Call) -> tuple[str, Params]:
+    """A ``torch.distributions`` sample (:func:`watch_distributions`): its parameters."""
+    return call.random, dict(call.kwargs)
+
+
 RANDOM_OPS: dict[str, Callable[[Call], tuple[str, Params]]] = {
     "randn": _standard_normal,
     "randn_like": _standard_normal,
@@ -171,6 +177,12 @@ RANDOM_OPS: dict[str, Callable[[Call], tuple[str, Params]]] = {
     "randint_like": _randint_like,
     "poisson": _poisson,
     "dropout_mask": _dropout_mask,
+    "exponential_": _exponential_,
+    "_standard_gamma": _standard_gamma,
+    "_sample_dirichlet": _sample_dirichlet,
+    "gumbel_softmax": _gumbel_softmax,
+    "sample": _sampled,
+    "rsample": _sampled,
 }
 
 
@@ -192,3 +204,127 @@ def random_distribution(call: Call, parent_of: Callable[[Any], str]) -> tuple[st
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             params[name] = value
     return family, params
+
+
+# -- torch.distributions ----------------------------------------------------------------------
+# Distributions named after what they draw rather than after their class.
+_FAMILY_NAMES = {"RelaxedOneHotCategorical": "RelaxedCategorical"}
+_ARGUMENTS = "_nn2pgm_arguments"  # instance attribute: the arguments it was built with
+
+
+def watch_distributions(patcher: Any, recorder: Any) -> None:
+    """For one record (``patcher``'s block, on this thread), every ``torch.distributions``
+    class remembers the arguments each instance was built with and validates nothing (a check
+    reads values; it is not the model), and each outermost ``sample``/``rsample`` that drew adds
+    the call ``family::sample(value, **parameters)`` after its draws, with the family and the
+    parameters the distribution was given. The reparameterization pass turns it and the calls
+    it follows into one latent whose parents feed those parameters."""
+    thread = threading.get_ident()
+    depth = [0]
+    base = torch.distributions.Distribution
+    for cls in _subclasses(base):
+        own = vars(cls)
+        if "__init__" in own:
+            patcher.patch(cls, "__init__", _remembering(own["__init__"], cls is base, thread))
+        for name in ("sample", "rsample"):
+            if name in own:
+                patcher.patch(cls, name, _annotated(own[name], name, recorder, thread, depth))
+
+
+def _subclasses(cls: type) -> list[type]:
+    found, stack = [], [cls]
+    while stack:
+        c = stack.pop()
+        if c not in found:
+            found.append(c)
+            stack.extend(c.__subclasses__())
+    return found
+
+
+def _remembering(original: Callable, base: bool, thread: int) -> Callable:
+    try:
+        signature = inspect.signature(original)
+    except (TypeError, ValueError):  # no signature to read the arguments by: as it is
+        return original
+
+    @functools.wraps(original)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        if threading.get_ident() != thread:
+            return original(self, *args, **kwargs)
+        if base:  # Distribution.__init__(batch_shape, event_shape, validate_args)
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                return original(self, *args, **kwargs)
+            bound.arguments["validate_args"] = False
+            return original(*bound.args, **bound.kwargs)
+        own = getattr(self, "__dict__", None)
+        if own is not None and _ARGUMENTS not in own:  # the outermost constructor
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                return original(self, *args, **kwargs)
+            bound.apply_defaults()
+            given = dict(list(bound.arguments.items())[1:])
+            own[_ARGUMENTS] = {  # what the model built it with
+                k: v for k, v in given.items() if k != "validate_args" and _is_parameter(v)
+            }
+        return original(self, *args, **kwargs)
+
+    return init
+
+
+def _is_parameter(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (torch.Tensor, int, float))
+
+
+def _annotated(original: Callable, name: str, recorder: Any, thread: int, depth: list) -> Callable:
+    @functools.wraps(original)
+    def draw(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if depth[0] or recorder.off or threading.get_ident() != thread:
+            return original(self, *args, **kwargs)
+        start = recorder.random_count
+        depth[0] += 1
+        try:
+            value = original(self, *args, **kwargs)
+        finally:
+            depth[0] -= 1
+        if recorder.random_count > start and id(value) in recorder.refs:
+            family, params = describe(self)
+            call = recorder.new_call(
+                "function", name, original, (value,), params, fn=SAMPLED, value=value
+            )
+            call.random = family
+            recorder.add_call(call, rebind=True)
+        return value
+
+    return draw
+
+
+def describe(dist: Any, prefix: str = "") -> tuple[str, Params]:
+    """The family of a ``torch.distributions`` instance and its parameters (tensors or
+    numbers), by the names it was built with: ``Independent`` is its base's, a plain
+    ``TransformedDistribution`` ``Transformed<base>``, ``MixtureSameFamily`` has
+    ``mixture_*`` and ``component_*`` parameters."""
+    D = torch.distributions
+    if isinstance(dist, D.Independent):
+        return describe(dist.base_dist, prefix)
+    if type(dist) is D.TransformedDistribution:
+        family, params = describe(dist.base_dist, prefix)
+        return "Transformed" + family, params
+    if isinstance(dist, D.MixtureSameFamily):
+        _, mixture = describe(dist.mixture_distribution, prefix + "mixture_")
+        _, component = describe(dist.component_distribution, prefix + "component_")
+        return "MixtureSameFamily", {**mixture, **component}
+    own = getattr(dist, "__dict__", {})
+    given = own.get(_ARGUMENTS)
+    if given is None:  # built before the record: the parameters it holds
+        try:
+            names = list(dist.arg_constraints)
+        except NotImplementedError:
+            names = []
+        given = {k: own[k] for k in names if k in own and _is_parameter(own[k])}
+    name = type(dist).__name__
+    return _FAMILY_NAMES.get(name, name), {prefix + k: v for k, v in given.items()}

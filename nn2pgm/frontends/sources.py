@@ -12,7 +12,7 @@ import os
 import pickle
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +21,83 @@ import torch
 from .. import limits
 from ..errors import Nn2pgmError
 from ..guard import allow_depth, stage, user_code
-from ..source import Source, SourceError, refuse_meta
+from ..source import Source, SourceError
 from ..source import error_line as _one_line
 from ..source import meta_tensor as _meta_tensor
 
+# The dtypes --input-shape takes, with the exclusive bound of each integer one.
+DTYPES = {
+    "float32": None,
+    "float64": None,
+    "float16": None,
+    "bfloat16": None,
+    "int64": 2**63,
+    "int32": 2**31,
+    "int16": 2**15,
+    "int8": 2**7,
+    "uint8": 2**8,
+    "bool": None,
+}
+SPEC = "NAME=D0,D1,...[:DTYPE[:<HIGH]] (e.g. x=1,784 or input_ids=2,16:int64:<50257)"
 
-def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """``"x=1,784"`` -> ``("x", (1, 784))``."""
-    name, sep, dims = text.partition("=")
-    if not sep or not name.strip() or not dims.strip():
-        raise SourceError(f"bad --input-shape {text!r}: write NAME=D0,D1,... (e.g. x=1,784)")
+
+class InputShape(tuple):
+    """A shape from ``--input-shape``, with its dtype and, for an integer input, the exclusive
+    bound ``high`` of its values (drawn in ``[0, high)``), when given."""
+
+    def __new__(cls, dims: Any, dtype: str | None = None, high: int | None = None):
+        shape = super().__new__(cls, dims)
+        shape.dtype, shape.high = dtype, high
+        return shape
+
+    def __reduce__(self):
+        return (InputShape, (tuple(self), self.dtype, self.high))
+
+
+def parse_input_shape(text: str) -> tuple[str, InputShape]:
+    """``"x=1,784"`` -> ``("x", (1, 784))``; ``"ids=2,16:int64:<100"`` also sets the
+    shape's ``dtype`` (``"int64"``) and ``high`` (100)."""
+    name, sep, rest = text.partition("=")
+    dims, *extra = rest.split(":")
+    name = name.strip()
+    if not sep or not name or not dims.strip() or len(extra) > 2:
+        raise SourceError(f"bad --input-shape {text!r}: write {SPEC}")
     parts = [d.strip() for d in dims.split(",")]
     if not all(d.isascii() and d.isdigit() and len(d) <= 18 for d in parts):
         raise SourceError(f"bad --input-shape {text!r}: dimensions must be integers (e.g. x=1,784)")
-    shape = check_shape(name.strip(), tuple(int(d) for d in parts), f"--input-shape {text!r}")
-    return name.strip(), shape
+    dtype = extra[0].strip().lower() if extra else None
+    if dtype is not None and dtype not in DTYPES:
+        raise SourceError(
+            f"bad --input-shape {text!r}: unknown dtype {extra[0]!r}: use one of "
+            f"{', '.join(DTYPES)} (e.g. mask=2,16:bool)"
+        )
+    limit = DTYPES.get(dtype or "")
+    high = None
+    if len(extra) == 2:
+        bound = extra[1].strip()
+        if limit is None:
+            raise SourceError(
+                f"bad --input-shape {text!r}: a range <HIGH is for integer dtypes (e.g. "
+                f"{name}={dims}:int64:<100)"
+            )
+        digits = bound[1:].strip()
+        if not bound.startswith("<") or not (digits.isascii() and digits.isdigit()):
+            raise SourceError(
+                f"bad --input-shape {text!r}: write the range as <HIGH, values in [0, HIGH) "
+                f"(e.g. {name}={dims}:{dtype}:<100)"
+            )
+        high = int(digits[:20])
+        if not 0 < high <= limit:
+            raise SourceError(
+                f"bad --input-shape {text!r}: HIGH must be between 1 and {limit} for {dtype}"
+            )
+    elif limit is not None:
+        raise SourceError(
+            f"bad --input-shape {text!r}: give the range of an integer input, values in "
+            f"[0, HIGH): {name}={dims}:{dtype}:<HIGH"
+        )
+    shape = check_shape(name, tuple(int(d) for d in parts), f"--input-shape {text!r}")
+    return name, InputShape(shape, dtype, high)
 
 
 def parse_input_shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
@@ -53,9 +115,17 @@ def parse_input_shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _input_name(name: Any) -> bool:
+    """``x``, or a leaf of a tuple or dict argument: ``state.0``, ``features.ids``."""
+    if not isinstance(name, str):
+        return False
+    head, *path = name.split(".")
+    return head.isidentifier() and all(p.isidentifier() or p.isdigit() for p in path)
+
+
 def check_shape(name: Any, shape: Any, what: str) -> tuple[int, ...]:
     """``shape`` as a tuple of positive ints within the element budget, or SourceError."""
-    if not isinstance(name, str) or not name.isidentifier():
+    if not _input_name(name):
         raise SourceError(f"bad input name {name!r} in {what}: give a forward argument name")
     if not isinstance(shape, (tuple, list)) or not shape:
         raise SourceError(f"bad {what}: give the shape as positive integers, batch first")
@@ -173,65 +243,182 @@ def build_module(spec: str) -> torch.nn.Module:
     return module
 
 
+def _parameters(module: torch.nn.Module) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
 def forward_arguments(module: torch.nn.Module) -> list[str]:
-    """Names of the positional/keyword arguments of ``module.forward``."""
-    params = inspect.signature(module.forward).parameters.values()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in kinds]
+    """Names of the arguments of ``module.forward`` (a ``*args`` one included)."""
+    skip = (inspect.Parameter.VAR_KEYWORD,)
+    return [p.name for p in _parameters(module) if p.kind not in skip]
+
+
+def _takes_any_keyword(module: torch.nn.Module) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _parameters(module))
 
 
 def _required_arguments(module: torch.nn.Module) -> list[str]:
-    params = inspect.signature(module.forward).parameters.values()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [
+        p.name
+        for p in _parameters(module)
+        if p.kind not in kinds and p.default is inspect.Parameter.empty
+    ]
+
+
+def _by_name(module: torch.nn.Module, spec: str, given: Any) -> dict[str, Any]:
+    """Example inputs by argument name: a dict as it is, ``(args, kwargs)`` bound to
+    ``forward``'s parameters (positional ones past the named ones go to its ``*args``)."""
+    if isinstance(given, Mapping):
+        return dict(given)
+    if not (
+        isinstance(given, tuple)
+        and len(given) == 2
+        and isinstance(given[0], (tuple, list))
+        and isinstance(given[1], Mapping)
+    ):
+        raise SourceError(
+            f"{spec}: example_inputs() returned a {type(given).__name__}: return "
+            "{argument name: tensor} or (args tuple, kwargs dict)"
+        )
+    args, kwargs = given
+    params = _parameters(module)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p.name for p in params if p.kind in kinds]
+    star = [p.name for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL]
+    named: dict[str, Any] = dict(zip(positional, args))
+    if len(args) > len(positional):
+        if not star:
+            raise SourceError(
+                f"{spec}: example_inputs() gives {len(args)} positional inputs, forward() "
+                f"takes {len(positional)} ({', '.join(positional) or 'none'})"
+            )
+        named[star[0]] = tuple(args[len(positional) :])
+    twice = sorted(set(named) & set(kwargs))
+    if twice:
+        raise SourceError(f"{spec}: example_inputs() gives {twice[0]!r} by position and by name")
+    return {**named, **kwargs}
+
+
+def _flatten(name: str, value: Any, spec: str, out: dict[str, torch.Tensor]) -> None:
+    """One entry per tensor leaf: ``state.0``, ``state.1``; ``features.ids``."""
+    if isinstance(value, torch.Tensor):
+        out[name] = value
+    elif isinstance(value, (tuple, list)) and value and not hasattr(value, "_fields"):
+        for i, item in enumerate(value):
+            _flatten(f"{name}.{i}", item, spec, out)
+    elif isinstance(value, Mapping) and value:
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise SourceError(
+                    f"example input {name!r} of {spec} has the key {key!r}: the keys of a "
+                    "dict of tensors must be names"
+                )
+            _flatten(f"{name}.{key}", item, spec, out)
+    else:
+        what = "an empty " if isinstance(value, (tuple, list, Mapping)) else "a "
+        raise SourceError(
+            f"example input {name!r} of {spec} is not a tensor ({what}"
+            f"{type(value).__name__}): give tensors, or tuples, lists or dicts of them"
+        )
+
+
+def _made(shape: tuple[int, ...], like: torch.Tensor | None) -> torch.Tensor:
+    """An example of ``shape`` (an :class:`InputShape` names its dtype and range)."""
+    dtype, high = getattr(shape, "dtype", None), getattr(shape, "high", None)
+    shape = tuple(shape)
+    if dtype == "bool":
+        return torch.ones(shape, dtype=torch.bool)  # a mask that keeps everything
+    if high is not None:
+        generator = torch.Generator().manual_seed(0)  # the same example every run
+        return torch.randint(0, high, shape, generator=generator, dtype=getattr(torch, dtype))
+    if dtype is not None:
+        return torch.rand(shape, dtype=getattr(torch, dtype))
+    if like is not None and not like.is_floating_point():
+        return torch.zeros(shape, dtype=like.dtype)
+    return torch.rand(shape)
 
 
 def example_inputs(
-    module: torch.nn.Module, spec: str, shapes: dict[str, tuple[int, ...]] | None
+    module: torch.nn.Module,
+    spec: str,
+    shapes: dict[str, tuple[int, ...]] | None,
+    given: Any = None,
+    *,
+    required: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Example inputs from ``--input-shape`` or the module's own ``example_inputs()``."""
-    own: dict[str, torch.Tensor] = {}
-    if callable(getattr(module, "example_inputs", None)):
+    """Example inputs, one tensor per leaf (``x``, ``state.0``, ...), from ``--input-shape``,
+    from ``given`` or from the module's own ``example_inputs()``: ``{argument: value}`` or
+    ``(args, kwargs)``, a value being a tensor, ``None`` (the argument left at its default)
+    or a tuple, list or dict of tensors. Without ``required``, none at all is ``{}``."""
+    if given is None and callable(getattr(module, "example_inputs", None)):
         try:
             with user_code(f"calling example_inputs() of {spec}"):
-                own = dict(module.example_inputs())
+                given = module.example_inputs()
         except Nn2pgmError:
             raise
         except Exception as error:  # noqa: BLE001
             raise SourceError(f"{spec}: example_inputs() failed: {_one_line(error)}") from None
+    own: dict[str, torch.Tensor] = {}
+    for name, value in _by_name(module, spec, {} if given is None else given).items():
+        if value is not None:
+            _flatten(name, value, spec, own)
     arguments = forward_arguments(module)
+    known = set(arguments)
     if shapes:
         for name, shape in shapes.items():
             check_shape(name, shape, f"input shape {name}={shape!r}")
-            if name not in arguments:
+            top = name.split(".")[0]
+            if top not in known and not _takes_any_keyword(module):
                 raise SourceError(
-                    f"--input-shape {name}=...: forward() of {spec} has no argument {name!r} "
+                    f"--input-shape {name}=...: forward() of {spec} has no argument {top!r} "
                     f"(arguments: {', '.join(arguments) or 'none'})"
                 )
-        inputs = {}
-        for name, shape in shapes.items():
-            like = own.get(name)
-            if like is not None and not like.is_floating_point():
-                inputs[name] = torch.zeros(shape, dtype=like.dtype)
-            else:
-                inputs[name] = torch.rand(shape)
-        own = {**{k: v for k, v in own.items() if k in arguments}, **inputs}
+        made = {name: _made(shape, own.get(name)) for name, shape in shapes.items()}
+        own = {k: v for k, v in own.items() if not any(_overlap(k, n) for n in shapes)}
+        own.update(made)
+    if not own and not required:
+        return {}
     if not own:
         example = ",".join(arguments[:1]) or "x"
         raise SourceError(
             f"no example inputs for {spec}: pass --input-shape {example}=1,... or define "
             "example_inputs() on the module"
         )
-    missing = [a for a in _required_arguments(module) if a not in own]
+    tops = {k.split(".")[0] for k in own}
+    missing = [a for a in _required_arguments(module) if a not in tops]
     if missing:
         raise SourceError(
             f"no example input for forward argument(s) {', '.join(missing)} of {spec}: "
             f"pass --input-shape {missing[0]}=..."
         )
-    for name, value in own.items():
-        if not isinstance(value, torch.Tensor):
-            raise SourceError(f"example input {name!r} of {spec} is not a tensor")
-    return {a: own[a] for a in arguments if a in own}
+    unknown = sorted(t for t in tops if t not in known)
+    if unknown and not _takes_any_keyword(module):
+        raise SourceError(
+            f"example input {unknown[0]!r} of {spec}: forward() has no such argument "
+            f"(arguments: {', '.join(arguments) or 'none'})"
+        )
+    order = {a: i for i, a in enumerate(arguments)}
+    return dict(sorted(own.items(), key=lambda kv: order.get(kv[0].split(".")[0], len(order))))
+
+
+def _overlap(a: str, b: str) -> bool:
+    """``a`` and ``b`` name the same input, or one holds the other (``state``, ``state.0``)."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def fed_inputs(module: torch.nn.Module, spec: str, value: torch.Tensor) -> dict[str, Any]:
+    """``value`` (a generator's sample) as the example of ``module``'s one input."""
+    names = _required_arguments(module) or forward_arguments(module)[:1]
+    if len(names) != 1:
+        raise SourceError(
+            f"{spec} takes {len(names)} inputs ({', '.join(names) or 'none'}): a generator's "
+            "sample can feed only one; define example_inputs() on it"
+        )
+    return {names[0]: value}
 
 
 def load_weights(module: torch.nn.Module, path: str) -> None:
@@ -341,8 +528,11 @@ def load_source(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     weights: str | None = None,
     structure_only: bool = False,
+    inputs_required: bool = True,
 ) -> Source:
-    """Resolve a SOURCE string into a module with example inputs (and trained weights)."""
+    """Resolve a SOURCE string into a module with example inputs (and trained weights);
+    without ``inputs_required`` a module that has none gets ``{}`` (a discriminator, to be fed
+    a generator's sample)."""
     spec = _path_text(spec, "source")
     if weights is not None:
         weights = _path_text(weights, "weights file")
@@ -370,14 +560,17 @@ def load_source(
         raise SourceError(f"no such file: {_shown(spec)}")
     else:
         module = build_module(spec)
-        inputs = example_inputs(module, spec, input_shapes)
+        if weights:  # first: a weights problem is named even when the examples do not fit
+            load_weights(module, weights)
+        inputs = example_inputs(module, spec, input_shapes, required=inputs_required)
         name = spec.rpartition(":")[2]
     files = [spec if spec.endswith(".pt2") else spec.rpartition(":")[0]]
     if weights:
-        load_weights(module, weights)
+        if spec.endswith(".pt2") and ":" not in spec:
+            load_weights(module, weights)
         files.append(weights)
-    refuse_meta(module, name)
-    return Source(module, inputs, spec, name, files=_resolved(files))
+    ranges = {k: v.high for k, v in (input_shapes or {}).items() if getattr(v, "high", None)}
+    return Source(module, inputs, spec, name, input_ranges=ranges, files=_resolved(files))
 
 
 def _resolved(paths: list[str]) -> tuple[str, ...]:

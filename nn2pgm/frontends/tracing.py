@@ -30,6 +30,7 @@ from ..guard import walk_modules
 from ..ops import torch_ops
 from ..ops.fused import decomposition
 from ..ops.random_calls import PER_CHANNEL, hidden_dropout_p
+from ..source import call_arguments
 from .call_facts import (
     _has_tensor,
     _leaves,
@@ -40,7 +41,7 @@ from .call_facts import (
     user_location,
 )
 from .patches import Patcher
-from .random_ops import dropout_p, random_kind
+from .random_ops import dropout_p, random_kind, watch_distributions
 
 
 class TraceError(Nn2pgmError):
@@ -458,6 +459,7 @@ class Recorder(TorchFunctionMode):
             patcher.patch(torch.nn.Module, "__call__", _patched_call(original))
             # Argument validation of torch.distributions reads values; it is not the model.
             patcher.patch(torch.distributions.Distribution, "_validate_args", False)
+            watch_distributions(patcher, self)  # a sample keeps its parameters
             # A tracer, like torch.export: libraries (transformers' masks) then keep the
             # general code path instead of branching on the values of their inputs.
             patcher.patch(torch.compiler, "_is_compiling_flag", True)
@@ -468,7 +470,8 @@ class Recorder(TorchFunctionMode):
                     if _has_module_stacks(self.root):
                         out = _ScopedInterpreter(self.root, self).run(*inputs.values())
                     else:
-                        out = self.root(**inputs)
+                        args, kwargs = call_arguments(self.root, inputs)  # state.0 ...
+                        out = self.root(*args, **kwargs)
             finally:
                 _ACTIVE.recorder = outer
         return Trace(

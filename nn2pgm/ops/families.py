@@ -83,6 +83,63 @@ def _laplace(shape: tuple, loc: Any = 0.0, scale: Any = 1.0) -> torch.Tensor:
     return torch.distributions.Laplace(_as_tensor(loc, shape), _as_tensor(scale, shape)).sample()
 
 
+def _student_t(shape: tuple, df: Any = 1.0, loc: Any = 0.0, scale: Any = 1.0) -> torch.Tensor:
+    df, loc, scale = (_as_tensor(v, shape) for v in (df, loc, scale))
+    return torch.distributions.StudentT(df, loc, scale).sample()
+
+
+def _dirichlet(shape: tuple, concentration: Any = 1.0) -> torch.Tensor:
+    """Points of the simplex along the last dimension of ``shape``."""
+    return torch._sample_dirichlet(_as_tensor(concentration, shape).contiguous())
+
+
+def _beta(shape: tuple, concentration1: Any = 1.0, concentration0: Any = 1.0) -> torch.Tensor:
+    both = torch.stack([_as_tensor(concentration1, shape), _as_tensor(concentration0, shape)], -1)
+    return torch._sample_dirichlet(both.contiguous())[..., 0]
+
+
+def _events(shape: tuple, probs: Any, logits: Any) -> torch.Tensor:
+    """Logits of a distribution over the last dimension of ``shape``, broadcast to it."""
+    logits = torch.log(_as_tensor(probs, shape)) if probs is not None else logits
+    return _as_tensor(logits, shape)
+
+
+def _uniform_open(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """Uniform draws in the open interval (0, 1), as torch.distributions clamps them."""
+    eps = torch.finfo(dtype).eps
+    return torch.rand(shape, dtype=dtype).clamp(min=eps, max=1 - eps)
+
+
+def _relaxed_categorical(
+    shape: tuple, temperature: Any = 1.0, probs: Any = None, logits: Any = None
+) -> torch.Tensor:
+    """The Gumbel-softmax (concrete) distribution over the last dimension of ``shape``:
+    ``softmax((logits + g) / temperature)`` with ``g = -log(-log(u))`` standard Gumbel."""
+    logits = _events(shape, probs, logits)
+    gumbel = -torch.log(-torch.log(_uniform_open(shape, logits.dtype)))
+    return torch.softmax((logits + gumbel) / _as_tensor(temperature, shape), -1)
+
+
+def _relaxed_bernoulli(
+    shape: tuple, temperature: Any = 1.0, probs: Any = None, logits: Any = None
+) -> torch.Tensor:
+    """``sigmoid((logits + log u - log(1 - u)) / temperature)``: the binary concrete."""
+    if logits is None:
+        p = _as_tensor(probs, shape)
+        logits = torch.log(p) - torch.log1p(-p)
+    logits = _as_tensor(logits, shape)
+    u = _uniform_open(shape, logits.dtype)
+    noise = torch.log(u) - torch.log1p(-u)
+    return torch.sigmoid((logits + noise) / _as_tensor(temperature, shape))
+
+
+def _one_hot_categorical(shape: tuple, probs: Any = None, logits: Any = None) -> torch.Tensor:
+    """One-hot vectors along the last dimension of ``shape``."""
+    logits = _events(shape, probs, logits)
+    index = _categorical(tuple(shape[:-1]), logits=logits)
+    return torch.nn.functional.one_hot(index, shape[-1]).to(logits.dtype)
+
+
 FAMILIES = {
     f.name: f
     for f in (
@@ -96,12 +153,27 @@ FAMILIES = {
         Family("Poisson", ("rate",), _poisson),
         Family("Cauchy", ("loc", "scale"), _cauchy),
         Family("Laplace", ("loc", "scale"), _laplace),
+        Family("StudentT", ("df", "loc", "scale"), _student_t),
+        Family("Dirichlet", ("concentration",), _dirichlet),
+        Family("Beta", ("concentration1", "concentration0"), _beta),
+        Family("RelaxedCategorical", ("temperature", "probs", "logits"), _relaxed_categorical),
+        Family("RelaxedBernoulli", ("temperature", "probs", "logits"), _relaxed_bernoulli),
+        Family("OneHotCategorical", ("probs", "logits"), _one_hot_categorical),
     )
 }
+# The op a torch.distributions sample records before the reparameterization pass replaces it:
+# its value, with the distribution's parameters as keywords (the pass reads which feeds which).
+SAMPLED = "family::sample"
+
+
+def _sampled(value: Any, **params: Any) -> Any:
+    return value
 
 
 def lookup(name: str) -> Callable[..., torch.Tensor] | None:
     """``family::Normal`` -> a callable ``(shape=..., **params)`` drawing from it."""
+    if name == SAMPLED:
+        return _sampled
     family = FAMILIES.get(name.removeprefix("family::"))
     if family is None:
         return None

@@ -30,6 +30,7 @@ RANDOM_FUNCTIONS = {
     "_standard_gamma": "Gamma",
     "_sample_dirichlet": "Dirichlet",
     "binomial": "Binomial",
+    "gumbel_softmax": "RelaxedCategorical",  # draws inside itself: its output is the draw
 }
 # Dropout-like calls: short name -> (position of the training flag, its default, position of p,
 # its default). Random only in training and with p > 0.

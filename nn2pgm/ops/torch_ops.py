@@ -84,6 +84,7 @@ FACTORIES = {
     "triu_indices",
     "rand",
     "randn",
+    "normal",
     "randint",
     "randperm",
     "zeros_like",

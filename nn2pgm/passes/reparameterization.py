@@ -1,18 +1,33 @@
-"""The reparameterization trick ``z = μ + σ ⊙ ε, ε ~ N(0, I)`` becomes one Gaussian variable
-``z ~ Normal(loc=μ, scale=σ)`` whose parents are the nodes computing μ and σ; ε is absorbed.
+"""Latent variables out of the calls that draw them: every way a network writes a sample of a
+distribution becomes one stochastic node with its family and the parents feeding each
+parameter; the noise draw and the arithmetic on it are absorbed (:mod:`.absorb`).
 
-The pattern is matched on the data flow, not on names: a standard normal node whose only use
-is one product with another node (σ, in either order), whose only use is one sum with a third
-node (μ, in either order). ``Normal(μ, σ).rsample()`` records as the same pattern.
+- ``torch.distributions`` samples (:mod:`.samples`): ``Gamma(softplus(a), softplus(b))
+  .rsample()`` is ``z ~ Gamma(concentration=softplus, rate=softplus_1)``, also through
+  ``Independent``, ``TransformedDistribution`` and ``MixtureSameFamily``;
+- the Gaussian reparameterization ``z = μ + σ ⊙ ε, ε ~ N(0, I)`` (below): ``z ~ Normal(μ, σ)``.
+  It is matched on the data flow, not on names: a standard normal node whose only use is one
+  product with σ (in either order; a node or a constant), whose only use is one sum with μ (in
+  either order; ``μ - σ ε`` too). Either may be missing: ``μ + ε`` is ``Normal(μ, 1)``,
+  ``σ_t ε`` is ``Normal(0, σ_t)``. μ or σ may be one element of a tuple (``mean, logvar =
+  torch.chunk(h, 2, dim=1)``): that element becomes a ``getitem`` node, the parent;
+- the Gumbel-softmax and its relatives (:mod:`.relaxed`): ``softmax((logits + g) / τ)`` with
+  ``g = -log(-log(u))`` on ``rand_like`` is ``z ~ RelaxedCategorical(logits, τ)``.
+
+The latents the pass makes are named ``z``, ``z_1``, ... in graph order.
 """
 
 from __future__ import annotations
 
-from ..ir import STOCHASTIC, Distribution, Graph, Node, is_tuple_shape
-from ..ops.program import shape_template, single_call
+import ast
+import re
 
-PRODUCTS = {"mul", "mul_"}
-SUMS = {"add", "add_"}
+from ..ir import STOCHASTIC, Graph, Node
+from .absorb import Latent, binary, collapse, only_child, other, remove_dead
+from .relaxed import find_relaxed
+from .samples import collapse_samples
+
+__all__ = ["find_reparameterizations", "reparameterize", "remove_dead"]
 
 
 def _is_standard_normal(node: Node) -> bool:
@@ -26,77 +41,97 @@ def _is_standard_normal(node: Node) -> bool:
     )
 
 
-def _only_child(graph: Graph, node_id: str) -> Node | None:
-    children = graph.children(node_id)
-    if len(children) != 1 or node_id in graph.outputs:
+def _negated(operand: tuple) -> tuple | None:
+    """``-c`` of a constant number operand, else None."""
+    value = operand[1] if operand[0] == "const" else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ("const", -value)
+    return None
+
+
+def _gaussian(graph: Graph, eps: Node) -> Latent | None:
+    """``μ + σ ε`` (or ``σ ε``, ``μ + ε``, ``μ - σ ε``) on the standard normal ``eps``."""
+    absorbed, last = [eps.id], eps
+    scale: tuple = ("const", 1.0)
+    loc: tuple = ("const", 0.0)
+    child = only_child(graph, eps.id)
+    found = binary(child) if child is not None and child.shape == eps.shape else None
+    if found is not None and found[0] == "mul":
+        sigma = other(found[1], found[2], eps.id)
+        if sigma is not None:
+            scale, last = sigma, child
+            absorbed.append(child.id)
+            child = only_child(graph, child.id)
+            found = binary(child) if child is not None and child.shape == eps.shape else None
+    if found is not None and found[0] in ("add", "sub"):
+        op, a, b = found
+        mu = other(a, b, last.id)
+        if mu is not None and op == "sub" and mu is b:  # σ ε - μ
+            mu = _negated(mu)
+        if mu is not None:
+            loc = mu
+            absorbed.append(child.id)
+            last = child
+    if len(absorbed) == 1:
         return None
-    return graph[children[0]]
+    if scale[0] == "const" and isinstance(scale[1], (int, float)) and scale[1] < 0:
+        scale = ("const", -scale[1])  # N(μ, -σ) is N(μ, σ)
+    return Latent(
+        node=last.id,
+        value=last.id,
+        absorbed=set(absorbed),
+        family="Normal",
+        params={"loc": loc, "scale": scale},
+        attrs={"noise": eps.attrs.get("random", "")},
+    )
 
 
-def find_reparameterizations(graph: Graph) -> list[tuple[str, str, str, str, str]]:
-    """``(ε, product, z, μ, σ)`` for every reparameterization in ``graph``."""
+def find_reparameterizations(graph: Graph) -> list[Latent]:
+    """The Gaussian reparameterizations ``μ + σ ⊙ ε`` of ``graph``, one :class:`Latent` per
+    standard normal draw."""
     found = []
-    for eps in list(graph):
-        if not _is_standard_normal(eps):
-            continue
-        product = _only_child(graph, eps.id)
-        if product is None or product.op.lower() not in PRODUCTS or len(product.parents) != 2:
-            continue
-        (sigma,) = [p for p in product.parents if p != eps.id]
-        total = _only_child(graph, product.id)
-        if total is None or total.op.lower() not in SUMS or len(total.parents) != 2:
-            continue
-        (mu,) = [p for p in total.parents if p != product.id] or [None]
-        if mu is None or mu == eps.id:
-            continue
-        if is_tuple_shape(graph[mu].shape) or is_tuple_shape(graph[sigma].shape):
-            continue  # μ or σ is one output of a node of several (an ONNX Split): kept as is
-        found.append((eps.id, product.id, total.id, mu, sigma))
+    for eps in graph:
+        if _is_standard_normal(eps):
+            latent = _gaussian(graph, eps)
+            if latent is not None:
+                found.append(latent)
     return found
 
 
-def normal_program(parents: tuple[str, ...], loc: str, scale: str, shape: tuple) -> dict:
-    """The program of ``z ~ Normal(loc, scale)`` over ``parents``: one draw of ``shape``."""
-    kwargs = {
-        "loc": {"$ref": [parents.index(loc)]},
-        "scale": {"$ref": [parents.index(scale)]},
-        "shape": shape_template(shape),
-    }
-    return single_call("family::Normal", [], kwargs)
-
-
 def reparameterize(graph: Graph, latent_name: str = "z") -> Graph:
-    """Replace every ``μ + σ ⊙ ε`` by ``z ~ Normal(μ, σ)``; name the latents ``z``, ``z_1``, ..."""
-    matches = find_reparameterizations(graph)
-    for eps_id, product_id, z_id, mu, sigma in matches:
-        z = graph[z_id]
-        graph.set_parents(z_id, [mu, sigma])
-        z.kind = STOCHASTIC
-        z.distribution = Distribution("Normal", {"loc": mu, "scale": sigma})
-        z.program = normal_program(z.parents, mu, sigma, z.shape)
-        eps = graph[eps_id].attrs
-        z.attrs = {"random": "reparameterized", "noise": eps.get("random", "")}
-        if "random_index" in eps:  # the draw of the network that z's noise is
-            z.attrs["random_index"] = eps["random_index"]
-        remove_dead(graph, [eps_id, product_id])  # the product first, then ε
-    for k, (_, _, z_id, _, _) in enumerate(matches):
-        name = latent_name if k == 0 else f"{latent_name}_{k}"
-        while name in graph and name != z_id:
+    """Make every sample the network writes as calls one latent (see the module docstring);
+    name the latents ``z``, ``z_1``, ..."""
+    made = collapse_samples(graph)
+    for find in (find_reparameterizations, find_relaxed):
+        for latent in find(graph):
+            if collapse(graph, latent):
+                made.append(latent.node)
+    _drop_stale_warnings(graph)
+    order = {n.id: k for k, n in enumerate(graph)}
+    names = [latent_name if k == 0 else f"{latent_name}_{k}" for k in range(len(made))]
+    for name, node_id in zip(names, sorted(made, key=order.__getitem__)):
+        while name in graph and name != node_id:
             name += "_"
-        if name != z_id:
-            graph.rename(z_id, name)
+        if name != node_id:
+            graph.rename(node_id, name)
     return graph.validate()
 
 
-def remove_dead(graph: Graph, candidates: list[str]) -> None:
-    """Remove ``candidates`` and then every deterministic ancestor left without a use."""
-    stack = list(candidates)
-    while stack:
-        node_id = stack.pop()
-        if node_id not in graph or graph.children(node_id) or node_id in graph.outputs:
-            continue
-        if node_id in graph.inputs:
-            continue
-        parents = graph[node_id].parents
-        graph.remove(node_id)
-        stack.extend(p for p in parents if graph[p].kind != STOCHASTIC)
+_NAMED = re.compile(r"""node ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") """)
+
+
+def _drop_stale_warnings(graph: Graph) -> None:
+    """Forget the frontend's warnings about nodes a latent absorbed (an opaque
+    ``_standard_gamma`` draw is gone once its Gamma latent draws from ``family::Gamma``)."""
+    warnings = graph.model.get("warnings")
+    if not warnings:
+        return
+    kept = []
+    for warning in warnings:
+        named = _NAMED.match(warning) if isinstance(warning, str) else None
+        if named is None or ast.literal_eval(named.group(1)) in graph:
+            kept.append(warning)
+    if kept:
+        graph.model["warnings"] = kept
+    else:
+        del graph.model["warnings"]

@@ -10,7 +10,7 @@ import torch
 
 from .. import limits
 from ..errors import Nn2pgmError
-from ..executor import Executor
+from ..executor import Executor, cpd_function
 from ..guard import user_code
 from ..ir import STOCHASTIC, Graph, Node
 from ..source import refuse_meta
@@ -47,26 +47,64 @@ def _table_rows(graph: Graph, node: Node, input_id: str) -> int | None:
 
 
 def input_high(graph: Graph, input_id: str, example: torch.Tensor) -> int:
-    """Exclusive upper bound for random integer inputs: the smallest embedding table size
-    that reads the input, else one more than the example's largest value."""
-    sizes = [
-        rows
-        for child in graph.children(input_id)
-        if (rows := _table_rows(graph, graph[child], input_id)) is not None
-    ]
+    """Exclusive upper bound for random integer inputs: the input's range as given
+    (``attrs["range"]``), else the smallest embedding table size that reads the input, else
+    one more than the example's largest value. A range past a table is refused."""
+    sizes = _table_sizes(graph, input_id)
+    given = graph[input_id].attrs.get("range") if input_id in graph else None
+    if given:
+        if sizes and given[1] > min(sizes):
+            raise CheckError(
+                f"input {input_id!r} has the range <{given[1]} but indexes an embedding table "
+                f"of {min(sizes)} rows: give --input-shape {input_id}=...:<{min(sizes)}"
+            )
+        return int(given[1])
     if sizes:
         return min(sizes)
     return int(example.max()) + 1 if example.numel() else 1
 
 
+def _table_sizes(graph: Graph, input_id: str) -> list[int]:
+    return [
+        rows
+        for child in graph.children(input_id)
+        if (rows := _table_rows(graph, graph[child], input_id)) is not None
+    ]
+
+
+def has_prior(graph: Graph, node: Node) -> bool:
+    """``node`` is a latent input drawn from its prior (``--latent NAME[=FAMILY(...)]``)."""
+    return node.id in graph.inputs and not node.observed and node.program is not None
+
+
+def prior_sample(graph: Graph, node: Node, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` draws of a latent input from its prior (its program), seeded by ``generator``;
+    a categorical prior of more categories than the embedding table it indexes is refused."""
+    probs = node.distribution.params.get("probs")
+    sizes = _table_sizes(graph, node.id) if node.distribution.family == "Categorical" else []
+    if sizes and isinstance(probs, list) and len(probs) > min(sizes):
+        raise CheckError(
+            f"input {node.id!r} has the prior categorical({len(probs)}) but indexes an "
+            f"embedding table of {min(sizes)} rows: give --latent {node.id}=categorical"
+            f"({min(sizes)})"
+        )
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cpd_function(graph, node)([], n)
+
+
 def random_inputs(
     graph: Graph, examples: dict[str, torch.Tensor], n: int, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """``n`` random samples per input, shaped like the examples, of the right dtype and range."""
+    """``n`` random samples per input, shaped like the examples, of the right dtype and range;
+    a latent input is drawn from its prior."""
     inputs = {}
     for name, example in examples.items():
-        shape = (n, *example.shape[1:])
-        if example.dtype == torch.bool:
+        shape = drawn_shape(graph, name, example, n)
+        if name in graph and has_prior(graph, graph[name]):
+            inputs[name] = prior_sample(graph, graph[name], n, generator)
+        elif example.dtype == torch.bool:
             inputs[name] = torch.randint(0, 2, shape, generator=generator).bool()
         elif not example.is_floating_point():
             high = input_high(graph, name, example)
@@ -76,6 +114,28 @@ def random_inputs(
         else:
             inputs[name] = torch.randn(shape, generator=generator, dtype=example.dtype)
     return inputs
+
+
+def drawn_shape(graph: Graph, name: str, example: torch.Tensor, n: int) -> tuple[int, ...]:
+    """The shape of ``n`` samples of input ``name``: its node's shape with the symbolic batch
+    (``"N"``, ``"kN"``; on any axis, e.g. ``(35, "N")``) at ``n``, else ``n`` rows of the
+    example's."""
+    shape = graph[name].shape if name in graph else None
+    if isinstance(shape, tuple) and len(shape) == example.dim():
+        if all(isinstance(d, int) or (isinstance(d, str) and d.endswith("N")) for d in shape):
+            return tuple(int(d[:-1] or 1) * n if isinstance(d, str) else d for d in shape)
+    return (n, *example.shape[1:])
+
+
+def sample_axis(graph: Graph, name: str, value: torch.Tensor, n: int) -> int | None:
+    """The axis of output ``name``'s value that holds its ``n`` samples (its node's ``"N"``;
+    dimension 0 when that has ``n`` rows), or None: the value is one draw."""
+    shape = graph[name].shape if name in graph else ()
+    if isinstance(shape, tuple) and len(shape) == value.dim() and shape.count("N") == 1:
+        axis = shape.index("N")
+        if value.shape[axis] == n:
+            return axis
+    return 0 if value.dim() and value.shape[0] == n else None
 
 
 # -- the check ----------------------------------------------------------------------------------
@@ -170,7 +230,10 @@ class _Tally:
                 if note:
                     self.notes[name] = note + " sampling freely"
                     continue
-            rows = n if want.dim() and want.shape[0] == n else 1  # no batch: one draw
+            axis = sample_axis(self.graph, name, want, n)  # None: no batch, one draw
+            rows = 1 if axis is None else n
+            if axis:
+                want, have = want.movedim(axis, 0), have.movedim(axis, 0)
             size = want.numel() // rows
             if have.shape != want.shape or self.sizes.setdefault(name, size) != size or not size:
                 continue  # a shape the exact test reports, or no coordinate to test
@@ -234,8 +297,11 @@ def _check_graph(
     chunk = _chunk(graph, chunk, samples, sampler is not None)
     sides = _Sides.of(graph, sampler)
     generator = torch.Generator().manual_seed(seed)
+    priors = [n.id for n in graph if has_prior(graph, n)]  # both sides draw them freely
     latents = [
-        n for n in graph if n.kind == STOCHASTIC and not n.observed and n.id not in graph.inputs
+        n
+        for n in graph
+        if n.kind == STOCHASTIC and not n.observed and (n.id not in graph.inputs or n.id in priors)
     ]
     report = CheckReport(samples=0, seed=seed, rtol=rtol, alpha=alpha)
     report.latents = [n.id for n in latents]
@@ -256,10 +322,11 @@ def _check_graph(
             refuse_nan(graph, name, want, "on random inputs")
         tally.add_exact(*sides.exact(inputs, captured), expected)
         if latents:
+            drawn = {k: prior_sample(graph, graph[k], n, generator) for k in priors}
             torch.manual_seed(seed + 7919 + step)
-            free_reference, _ = run_network(reference, inputs, capture=False)
+            free_reference, _ = run_network(reference, {**inputs, **drawn}, capture=False)
             torch.manual_seed(seed + 104729 + step)
-            free_inputs = inputs
+            free_inputs = {k: v for k, v in inputs.items() if k not in priors}
             if sides.external:  # pgmpy's root CPDs draw the latent inputs themselves
                 free_inputs = {k: v for k, v in inputs.items() if graph[k].observed}
             tally.add_free(sides.sampler.sample(free_inputs, num_samples=n), free_reference, n)

@@ -14,6 +14,10 @@ the graph to the network's draw:
   which each such latent is the deterministic ``loc + scale * noise`` of a new root
   ``<z>.noise``, and ε is given to that root. (Multiplication and addition of floats are
   commutative, so this is exactly what the network computed, in whichever order it wrote it.)
+  A latent that keeps the network's own computation as ``attrs["from_noise"]`` (a program
+  over its parents and then its noise values: a Gumbel-softmax, a ``torch.distributions``
+  sample) is computed by that program instead, from one root per draw when
+  ``attrs["noise_indices"]`` names several.
 """
 
 from __future__ import annotations
@@ -34,25 +38,40 @@ def random_nodes(graph: Graph) -> list[Node]:
 
 
 def _is_reparameterized(node: Node) -> bool:
+    if isinstance(node.attrs.get("from_noise"), dict):
+        return True
     return node.attrs.get("random") == REPARAMETERIZED and node.distribution.family == "Normal"
 
 
-def noise_graph(graph: Graph) -> tuple[Graph, dict[str, str]]:
+def _noise_indices(node: Node) -> list[int]:
+    """The network's draws a latent is computed from, in the order its program reads them."""
+    more = node.attrs.get("noise_indices")
+    if more is None:
+        return [node.attrs["random_index"]]
+    if not isinstance(more, list) or not all(type(i) is int for i in more):
+        raise CheckError(f"node {node.id!r}: attrs.noise_indices must be a list of integers")
+    return more
+
+
+def noise_graph(graph: Graph) -> tuple[Graph, dict[str, list[str]]]:
     """A copy of ``graph`` (sharing its tensors) in which every reparameterized latent ``z``
-    computes ``loc + scale * noise`` from a new root; and ``{z: noise root}``."""
+    computes ``loc + scale * noise`` (or its ``from_noise`` program) from new roots; and
+    ``{z: noise roots}``."""
     latents = {n.id for n in random_nodes(graph) if _is_reparameterized(n)}
     if not latents:
         return graph, {}
     copy = Graph(graph.model)
     copy.tensors = graph.tensors
     names = UniqueNames(n.id for n in graph)
-    roots: dict[str, str] = {}
+    roots: dict[str, list[str]] = {}
     for node in graph:
         if node.id in latents:
-            root = names.fresh(f"{node.id}.noise")
-            copy.add(Node(id=root, op="noise", shape=node.shape, dtype=node.dtype))
-            roots[node.id] = root
-            copy.add(_noncentered(node, root))
+            roots[node.id] = []
+            for k in range(len(_noise_indices(node))):
+                root = names.fresh(f"{node.id}.noise" + (f"_{k}" if k else ""))
+                copy.add(Node(id=root, op="noise", shape=node.shape, dtype=node.dtype))
+                roots[node.id].append(root)
+            copy.add(_noncentered(node, roots[node.id]))
         else:
             copy.add(replace(node, attrs=dict(node.attrs)))
     for source, target in graph.edges():
@@ -63,9 +82,19 @@ def noise_graph(graph: Graph) -> tuple[Graph, dict[str, str]]:
     return copy.validate(), roots
 
 
-def _noncentered(z: Node, root: str) -> Node:
-    """``z`` as the deterministic ``loc + scale * noise`` of its parents and ``root``."""
-    parents = (*z.parents, root)
+def _noncentered(z: Node, roots: list[str]) -> Node:
+    """``z`` as the deterministic ``loc + scale * noise`` (or ``from_noise``) of its parents
+    and ``roots``."""
+    parents = (*z.parents, *roots)
+    if isinstance(z.attrs.get("from_noise"), dict):
+        return replace(
+            z,
+            kind=DETERMINISTIC,
+            distribution=Distribution(),
+            parents=parents,
+            attrs=dict(z.attrs),
+            program=z.attrs["from_noise"],
+        )
 
     def template(name: str) -> Any:
         source = z.distribution.params.get(name, _DEFAULTS[name])
@@ -89,7 +118,7 @@ def _noncentered(z: Node, root: str) -> Node:
     )
 
 
-def fixed_noise(graph: Graph, roots: dict[str, str], captured: list[Any]) -> dict[str, Any]:
+def fixed_noise(graph: Graph, roots: dict[str, list[str]], captured: list[Any]) -> dict[str, Any]:
     """``do=`` for :func:`noise_graph`'s copy: every random node (or, for a reparameterized
     latent, its noise root) fixed to the value the network drew. Nothing is fixed when the
     network reported no draws (a reference that draws its noise from torch's generator, which
@@ -98,12 +127,14 @@ def fixed_noise(graph: Graph, roots: dict[str, str], captured: list[Any]) -> dic
         return {}
     do = {}
     for node in random_nodes(graph):
-        index = node.attrs["random_index"]
-        if not 0 <= index < len(captured):
-            raise CheckError(
-                f"node {node.id!r} takes the value of random call {index} of the network, "
-                f"but the network made {len(captured)} random calls: its random calls differ "
-                "from one run to the next (control flow on random values?)"
-            )
-        do[roots.get(node.id, node.id)] = captured[index]
+        targets = roots.get(node.id, [node.id])
+        indices = _noise_indices(node) if node.id in roots else [node.attrs["random_index"]]
+        for target, index in zip(targets, indices):
+            if not 0 <= index < len(captured):
+                raise CheckError(
+                    f"node {node.id!r} takes the value of random call {index} of the network, "
+                    f"but the network made {len(captured)} random calls: its random calls "
+                    "differ from one run to the next (control flow on random values?)"
+                )
+            do[target] = captured[index]
     return do

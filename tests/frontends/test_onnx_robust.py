@@ -145,8 +145,10 @@ def test_an_if_nested_in_a_constant_if_checks(tmp_path):
     noise = helper.make_node("RandomNormalLike", ["x"], ["eps"], name="noise")
     path = _nested_if(tmp_path, [noise, constant("c2", True)])
     graph = nn2pgm.convert(path)
-    assert [n.op for n in graph] == ["input", "RandomNormalLike", "Add", "Identity", "Identity"]
-    assert graph["noise"].distribution.family == "Normal"
+    # x + eps with eps ~ N(0, 1) is one latent z ~ Normal(x, 1)
+    assert [n.op for n in graph] == ["input", "Add", "Identity", "Identity"]
+    (z,) = [n for n in graph if n.op == "Add"]
+    assert z.distribution.family == "Normal" and z.distribution.params == {"loc": "x", "scale": 1.0}
     report = nn2pgm.check(path, samples=8)
     assert report.passed_exact, report.lines()
 
