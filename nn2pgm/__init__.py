@@ -452,17 +452,23 @@ def check(
     backend: str = "torch",
     max_units: int | None = None,
     pgmpy_model: Any = None,
+    exact: bool = True,
+    power: bool = False,
 ) -> CheckReport:
     """Convert ``source`` (or use ``graph``) and compare it with the network on random inputs:
-    exactly under the same noise, and in distribution when both sample freely. The graph is
-    sampled by the executor (``backend="torch"``) or by the simulate of its pgmpy
-    FunctionalBayesianNetwork (``backend="pgmpy"``; ``pgmpy_model`` gives one already built,
-    e.g. a standalone export's ``build()``)."""
+    exactly under the same noise (unless ``exact=False``), in distribution when both sample
+    freely (``power``: and the latent scale error that detects, slow). The graph is sampled by
+    the executor (``backend="torch"``) or pgmpy's simulate (``"pgmpy"``; ``pgmpy_model``)."""
     import copy
 
     from .verify import check_graph
 
+    rebuilt = isinstance(source, (str, os.PathLike))  # built again now, not the graph's own
     source = _as_source(source, example_inputs, input_shapes, weights, structure_only)
+    if graph is not None and rebuilt and source.onnx is None:
+        from .verify.reference import refuse_other_weights
+
+        refuse_other_weights(graph, source.module, source.name)
     network = source.module
     if source.onnx is None:
         network = _called_with_leaves(network, source.example_inputs)
@@ -492,16 +498,14 @@ def check(
                 graph, kind="functional", num_samples=samples, max_units=max_units
             )
         sampler = Simulator(graph, pgmpy_model)
-    return check_graph(
-        graph,
-        network,
-        source.example_inputs,
-        samples=samples,
-        seed=seed,
-        rtol=rtol,
-        alpha=alpha,
-        sampler=sampler,
-    )
+    args = (graph, network, source.example_inputs)
+    options = {"samples": samples, "seed": seed, "rtol": rtol, "alpha": alpha}
+    report = check_graph(*args, sampler=sampler, exact=exact, **options)
+    if power:  # the free-sampling tests on copies of the graph with wrong latent scales
+        from .verify.power import estimate_power
+
+        report.power = estimate_power(*args, **options)
+    return report
 
 
 def _called_with_leaves(module: Any, examples: dict[str, Any]) -> Any:

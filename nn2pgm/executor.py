@@ -53,9 +53,12 @@ class Executor:
         do: Mapping[str, Any] | None = None,
         num_samples: int | None = None,
         keep: str = "outputs",
+        seeds: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
         """Draw one joint sample per row; return the outputs' values (``keep="all"``: every
-        node's). ``evidence`` gives the observed inputs, ``do`` fixes any node."""
+        node's). ``evidence`` gives the observed inputs, ``do`` fixes any node; ``seeds``
+        seeds torch's generator just before the nodes it names (common random numbers)."""
+        seeds = seeds or {}
         evidence = dict(evidence or {})
         do = dict(do or {})
         if self.graph.model.get("device") == "meta":
@@ -91,6 +94,8 @@ class Executor:
                     if mutated is not None:
                         at = node.parents.index(mutated)
                         values[at] = values[at].clone()
+                    if node.id in seeds:
+                        torch.manual_seed(seeds[node.id])
                     env[node.id] = self._run(node, values, n)
                 if not keep_all:
                     for parent in node.parents:

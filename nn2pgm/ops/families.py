@@ -51,6 +51,9 @@ def _uniform(shape: tuple, low: Any = 0.0, high: Any = 1.0) -> torch.Tensor:
 
 
 def _bernoulli(shape: tuple, probs: Any = None, logits: Any = None) -> torch.Tensor:
+    if isinstance(probs, (int, float)) and logits is None:
+        # one probability, drawn as torch's dropout draws its keep-mask (common random numbers)
+        return torch.empty(shape).bernoulli_(float(probs))
     p = torch.sigmoid(_as_tensor(logits, shape)) if probs is None else _as_tensor(probs, shape)
     return torch.bernoulli(p.contiguous())
 

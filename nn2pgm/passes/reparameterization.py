@@ -54,6 +54,7 @@ def _gaussian(graph: Graph, eps: Node) -> Latent | None:
     absorbed, last = [eps.id], eps
     scale: tuple = ("const", 1.0)
     loc: tuple = ("const", 0.0)
+    mirrored = False  # z = μ - σ ε: the same Normal, but -ε where the sampler draws ε
     child = only_child(graph, eps.id)
     found = binary(child) if child is not None and child.shape == eps.shape else None
     if found is not None and found[0] == "mul":
@@ -68,6 +69,8 @@ def _gaussian(graph: Graph, eps: Node) -> Latent | None:
         mu = other(a, b, last.id)
         if mu is not None and op == "sub" and mu is b:  # σ ε - μ
             mu = _negated(mu)
+        elif mu is not None and op == "sub":  # μ - σ ε
+            mirrored = True
         if mu is not None:
             loc = mu
             absorbed.append(child.id)
@@ -76,13 +79,17 @@ def _gaussian(graph: Graph, eps: Node) -> Latent | None:
         return None
     if scale[0] == "const" and isinstance(scale[1], (int, float)) and scale[1] < 0:
         scale = ("const", -scale[1])  # N(μ, -σ) is N(μ, σ)
+        mirrored = not mirrored
+    attrs = {"noise": eps.attrs.get("random", "")}
+    if mirrored:
+        attrs["mirrored"] = True
     return Latent(
         node=last.id,
         value=last.id,
         absorbed=set(absorbed),
         family="Normal",
         params={"loc": loc, "scale": scale},
-        attrs={"noise": eps.attrs.get("random", "")},
+        attrs=attrs,
     )
 
 

@@ -5,8 +5,10 @@ Two tests, on random inputs of each input's dtype and range:
 - **same noise** (exact): the network runs once; the values its random ops drew are captured and
   fixed in the graph with ``do=``; every output must then agree to ``rtol``.
 - **free sampling** (in distribution, for graphs with latent variables): both sides sample with
-  independent noise on the same inputs; per output coordinate a two-sample Kolmogorov–Smirnov
-  test, Bonferroni-corrected over all coordinates tested, must not reject at ``alpha``.
+  independent noise at a few inputs, many samples each; a two-sample Kolmogorov–Smirnov test
+  per output coordinate, and per output and latent the kernel tests of :mod:`.energy` (MMD and
+  density shift, permutations within each input), Bonferroni-corrected over the tests, must
+  not reject at ``alpha``. ``exact=False`` runs this part alone.
 
 Values that are not finite are reported, never compared as numbers (NaN == NaN is no
 agreement): a network output that is NaN on the random inputs means the check can say nothing

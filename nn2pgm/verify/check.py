@@ -14,8 +14,13 @@ from ..executor import Executor, cpd_function
 from ..guard import user_code
 from ..ir import STOCHASTIC, Graph, Node
 from ..source import refuse_meta
+from . import crn
+from .crn import Replay
+from .energy import MAX_COORDINATES as WIDE
+from .energy import MIN_SAMPLES, MultiTest, grouping, permutations_for, two_sample, varying
+from .energy import TESTS as TESTS_PER_NODE
 from .noise import fixed_noise, noise_graph, random_nodes
-from .reference import flatten_outputs, run_network
+from .reference import flatten_outputs, replays, run_network
 from .report import CheckError, CheckReport, OutputReport
 from .stats import compare, coordinates, ks_two_sample, not_finite_note, refuse_nan
 
@@ -149,7 +154,8 @@ def check_graph(
     is sampled by the executor, or by ``sampler`` when one is given (an object with the
     executor's ``sample(evidence, do=..., num_samples=...)``, e.g. the pgmpy backend's
     ``Simulator``, run once per test). Options: ``samples`` (100), ``seed`` (0), ``rtol``
-    (1e-5), ``alpha`` (0.01), ``chunk`` (16), ``sampler``."""
+    (1e-5), ``alpha`` (0.01), ``chunk`` (16), ``sampler``, ``exact`` (True: run the
+    same-noise part; False: only the free-sampling tests)."""
     name = graph.model.get("name") or type(reference).__name__
     if isinstance(reference, torch.nn.Module):
         refuse_meta(reference, name)
@@ -167,8 +173,9 @@ class _Sides:
     external: bool  # given by the caller: the executor only computes the values for do=
     plain: Executor
     noisy: Executor
-    roots: dict[str, str]
+    roots: dict[str, list[str]]
     capture: bool
+    replay: Replay  # the random nodes checked with common random numbers (see :mod:`.crn`)
 
     @classmethod
     def of(cls, graph: Graph, sampler: Any) -> _Sides:
@@ -182,6 +189,7 @@ class _Sides:
             noisy=Executor(noisy) if roots else plain,
             roots=roots,
             capture=bool(random_nodes(graph)),
+            replay=Replay.of(graph),
         )
 
     def exact(self, inputs: dict, captured: list) -> tuple[dict, Callable[[str], str]]:
@@ -201,19 +209,23 @@ class _Sides:
 
 @dataclass
 class _Tally:
-    """Errors and free draws gathered over the chunks, per output."""
+    """Errors, and the free draws per output and per latent tested (rows grouped by input:
+    ``counts`` rows per input, network then graph), gathered over the runs."""
 
     graph: Graph
     seed: int
+    latents: list[str] = field(default_factory=list)  # random nodes tested in distribution
     worst: dict[str, list[float]] = field(default_factory=dict)
-    drawn: dict[str, list[list[torch.Tensor]]] = field(default_factory=dict)
-    columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    drawn: dict[str, list[list[torch.Tensor]]] = field(default_factory=dict)  # KS columns
+    wide: dict[str, list[list[torch.Tensor]]] = field(default_factory=dict)  # MMD columns
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    pending: dict[str, list[list[torch.Tensor]]] = field(default_factory=dict)  # this input
+    columns: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)  # coordinates per sample, first run
     notes: dict[str, str] = field(default_factory=dict)  # graph values not finite where due
 
     def __post_init__(self) -> None:
         self.worst = {o: [0.0, 0.0] for o in self.graph.outputs}
-        self.drawn = {o: [[], []] for o in self.graph.outputs}
 
     def add_exact(self, got: dict, where: Callable[[str], str], expected: list) -> None:
         for name, want in zip(self.graph.outputs, expected):
@@ -230,17 +242,42 @@ class _Tally:
                 if note:
                     self.notes[name] = note + " sampling freely"
                     continue
-            axis = sample_axis(self.graph, name, want, n)  # None: no batch, one draw
-            rows = 1 if axis is None else n
-            if axis:
-                want, have = want.movedim(axis, 0), have.movedim(axis, 0)
-            size = want.numel() // rows
-            if have.shape != want.shape or self.sizes.setdefault(name, size) != size or not size:
-                continue  # a shape the exact test reports, or no coordinate to test
-            if name not in self.columns:
-                self.columns[name] = coordinates(size, self.seed)
-            self.drawn[name][0].append(want.reshape(rows, -1)[:, self.columns[name]].double())
-            self.drawn[name][1].append(have.reshape(rows, -1)[:, self.columns[name]].double())
+            self._rows(name, want, have, n)
+
+    def add_latents(self, got: dict, network: dict, n: int) -> None:
+        """The tested latents' values: the graph's own draws ``got``, and the network's
+        (its draws through the latent's ``loc + scale * noise``: see :mod:`.noise`)."""
+        for name in self.latents:
+            have, want = got.get(name), network.get(name)
+            if isinstance(have, torch.Tensor) and isinstance(want, torch.Tensor):
+                self._rows(name, want, have, n)
+
+    def _rows(self, name: str, want: torch.Tensor, have: torch.Tensor, n: int) -> None:
+        axis = sample_axis(self.graph, name, want, n)  # None: no batch, one draw
+        rows = 1 if axis is None else n
+        if axis:
+            want, have = want.movedim(axis, 0), have.movedim(axis, 0)
+        size = want.numel() // rows
+        if have.shape != want.shape or self.sizes.setdefault(name, size) != size or not size:
+            return  # a shape the exact test reports, or no coordinate to test
+        if name not in self.columns:
+            self.columns[name] = (coordinates(size, self.seed), coordinates(size, self.seed, WIDE))
+        want, have = want.reshape(rows, -1), have.reshape(rows, -1)
+        buffer = self.pending.setdefault(name, [[], [], [], []])
+        for k, cols in enumerate(self.columns[name]):
+            buffer[2 * k].append(want[:, cols].double())
+            buffer[2 * k + 1].append(have[:, cols].double())
+
+    def end_input(self, keep: int, each: bool = False) -> None:
+        """The rows drawn since the last call (at most ``keep``) are one input's (``each``:
+        one input per row)."""
+        for name, buffer in self.pending.items():
+            parts = [torch.cat(b)[:keep] for b in buffer]
+            for k, store in enumerate((self.drawn, self.drawn, self.wide, self.wide)):
+                store.setdefault(name, [[], []])[k % 2].append(parts[k])
+            rows = parts[0].shape[0]
+            self.counts.setdefault(name, []).extend([1] * rows if each else [rows])
+        self.pending = {}
 
     def report(self, report: CheckReport) -> CheckReport:
         for name in self.graph.outputs:
@@ -248,19 +285,60 @@ class _Tally:
             worst = self.worst[name]
             out = OutputReport(name, *worst, passed=worst[1] <= report.rtol and not note)
             out.note = note
-            if report.latents and self.drawn[name][0]:
-                a, b = torch.cat(self.drawn[name][0]), torch.cat(self.drawn[name][1])
-                statistic, p = ks_two_sample(a, b)
-                out.ks_statistic, out.ks_p_value = float(statistic.max()), float(p.min())
+            if name in self.drawn:
+                a, b = self._pair(self.drawn, name)
+                live = varying(a, b, self.counts[name], report.rtol * _magnitude(a))
+                statistic, p = ks_two_sample(a[:, live], b[:, live])
+                out.ks_statistic = float(statistic.max()) if live.any() else 0.0
+                out.ks_p_value = float(p.min()) if live.any() else 1.0
                 out.coordinates = a.shape[1]
                 report.distribution_samples = a.shape[0]
             report.outputs.append(out)
-        if report.latents:
-            threshold = report.alpha / max(report.tests, 1)
-            for out in report.outputs:
-                if out.ks_p_value is not None and out.ks_p_value < threshold:
-                    out.passed = False
+        report.multi = self._multi_tests(report)
+        tests = report.family_tests  # Bonferroni over KS (one test) and the others
+        for out in report.outputs:
+            if out.ks_p_value is not None and out.ks_p_value * report.tests * tests < report.alpha:
+                out.passed = False
+        for test in report.multi:
+            if test.p_value * tests < report.alpha and test.node in self.graph.outputs:
+                next(o for o in report.outputs if o.name == test.node).passed = False
         return report
+
+    @staticmethod
+    def _pair(store: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat(store[name][0]), torch.cat(store[name][1])
+
+    def _multi_tests(self, report: CheckReport) -> list[MultiTest]:
+        """The multivariate tests of every output and tested latent whose samples vary."""
+        ready = []
+        for name in [*self.graph.outputs, *self.latents]:
+            counts = self.counts.get(name, [])
+            if name not in self.wide or len(set(counts)) != 1 or sum(counts) < MIN_SAMPLES:
+                continue  # inputs of unequal numbers of rows: no permutation within them
+            a, b = self._pair(self.wide, name)
+            finite = torch.isfinite(a).all(dim=0) & torch.isfinite(b).all(dim=0)
+            live = varying(a, b, counts, report.rtol * _magnitude(a)) & finite
+            if live.any():  # else deterministic and agreeing: nothing random to compare
+                ready.append((name, a[:, live], b[:, live], len(counts)))
+        tests = len(TESTS_PER_NODE) * len(ready) + any(
+            o.ks_p_value is not None for o in report.outputs
+        )
+        permutations = permutations_for(tests, report.alpha)
+        generator = torch.Generator().manual_seed(self.seed)
+        found = []
+        for name, a, b, groups in ready:
+            kind = "output" if name in self.graph.outputs else "latent"
+            for test, statistic, p, ran in two_sample(a, b, groups, permutations, generator):
+                found.append(
+                    MultiTest(test, name, kind, statistic, p, a.shape[0], groups, a.shape[1], ran)
+                )
+        return found
+
+
+def _magnitude(values: torch.Tensor) -> float:
+    """The largest finite magnitude in ``values`` (0 if none)."""
+    finite = values[torch.isfinite(values)]
+    return float(finite.abs().max()) if finite.numel() else 0.0
 
 
 def _chunk(graph: Graph, chunk: int, samples: int, external: bool) -> int:
@@ -291,6 +369,7 @@ def _check_graph(
     alpha: float = 0.01,
     chunk: int = 16,
     sampler: Any = None,
+    exact: bool = True,
 ) -> CheckReport:
     """See :func:`check_graph`."""
     batch = graph.model.get("batch")
@@ -303,37 +382,145 @@ def _check_graph(
         for n in graph
         if n.kind == STOCHASTIC and not n.observed and (n.id not in graph.inputs or n.id in priors)
     ]
-    report = CheckReport(samples=0, seed=seed, rtol=rtol, alpha=alpha)
+    report = CheckReport(samples=0, seed=seed, rtol=rtol, alpha=alpha, exact=exact)
     report.latents = [n.id for n in latents]
     report.unmodelled = list(graph.model.get("outside_noise", []))
     tally = _Tally(graph, seed)
     done = step = 0
-    while done < samples:
+    while exact and done < samples:
         n = chunk if isinstance(batch, int) else min(chunk, samples - done)
         inputs = random_inputs(graph, examples, n, generator)
         torch.manual_seed(seed + step)
         expected, captured = run_network(reference, inputs, sides.capture)
-        if len(expected) != len(graph.outputs):
-            raise CheckError(
-                f"the network returned {len(expected)} tensors, the graph has "
-                f"{len(graph.outputs)} outputs"
-            )
+        _same_outputs(graph, expected)
         for name, want in zip(graph.outputs, expected):
             refuse_nan(graph, name, want, "on random inputs")
         tally.add_exact(*sides.exact(inputs, captured), expected)
-        if latents:
-            drawn = {k: prior_sample(graph, graph[k], n, generator) for k in priors}
-            torch.manual_seed(seed + 7919 + step)
-            free_reference, _ = run_network(reference, {**inputs, **drawn}, capture=False)
-            torch.manual_seed(seed + 104729 + step)
-            free_inputs = {k: v for k, v in inputs.items() if k not in priors}
-            if sides.external:  # pgmpy's root CPDs draw the latent inputs themselves
-                free_inputs = {k: v for k, v in inputs.items() if graph[k].observed}
-            tally.add_free(sides.sampler.sample(free_inputs, num_samples=n), free_reference, n)
+        if sides.replay.nodes and replays(reference):
+            _tally_crn(report, crn.compare(sides, reference, inputs, seed + 31 * step))
         done += n
         step += 1
+    if latents or not exact:
+        free = _Free(graph, reference, examples, sides, tally, generator, priors)
+        done = max(done, free.run(samples, chunk))
+        report.groups = free.groups
     report.samples = done
+    if replays(reference):
+        report.crn_skipped = dict(sides.replay.skipped)
     return tally.report(report)
+
+
+def _same_outputs(graph: Graph, expected: list) -> None:
+    if len(expected) != len(graph.outputs):
+        raise CheckError(
+            f"the network returned {len(expected)} tensors, the graph has "
+            f"{len(graph.outputs)} outputs"
+        )
+
+
+@dataclass
+class _Free:
+    """The free-sampling runs: both sides draw their own noise, at a few inputs with many
+    samples each (:func:`.energy.grouping`; the rows of one input next to each other), or at
+    one input per row when an input's batch cannot be repeated (a ``"kN"`` dimension)."""
+
+    graph: Graph
+    reference: Callable[..., Any]
+    examples: dict[str, torch.Tensor]
+    sides: _Sides
+    tally: _Tally
+    generator: torch.Generator
+    priors: list[str]
+    groups: int = 0
+
+    def run(self, samples: int, chunk: int) -> int:
+        """Draw about ``samples`` samples per side; return how many were kept."""
+        graph, batch = self.graph, self.graph.model.get("batch")
+        observed = {k: v for k, v in self.examples.items() if k not in self.priors}
+        repeat = all(_repeat_axis(graph, k, v) is not False for k, v in observed.items())
+        self.groups, per = grouping(samples) if repeat else (samples, 1)
+        if not self.sides.external and self.sides.capture:
+            self.tally.latents = [n.id for n in random_nodes(graph) if n.id not in graph.outputs]
+        if not self.sides.external and not isinstance(batch, int):  # an input's rows at once
+            chunk = _free_chunk(graph, chunk, per if repeat else samples)
+        for _ in range(self.groups if repeat else 1):
+            one = self._inputs(1) if repeat else None
+            rows, target = 0, per if repeat else samples
+            while rows < target:
+                n = chunk if isinstance(batch, int) else min(chunk, target - rows)
+                inputs = self._inputs(n) if one is None else _repeated(graph, one, observed, n)
+                self._once(inputs, n)
+                if not repeat:
+                    self.tally.end_input(min(n, target - rows), each=True)
+                rows += n
+            if repeat:
+                self.tally.end_input(per)
+        return self.groups * per
+
+    def _inputs(self, n: int) -> dict[str, torch.Tensor]:
+        drawn = random_inputs(self.graph, self.examples, n, self.generator)
+        return {k: v for k, v in drawn.items() if k not in self.priors}
+
+    def _once(self, inputs: dict[str, torch.Tensor], n: int) -> None:
+        """One run of both sides on ``inputs`` (``n`` samples), into the tally."""
+        graph, sides, tally = self.graph, self.sides, self.tally
+        drawn = {k: prior_sample(graph, graph[k], n, self.generator) for k in self.priors}
+        network_inputs = {**inputs, **drawn}
+        # the two sides' noise: seeds from the check's generator (seed + step would share
+        # streams between the checks of neighbouring seeds)
+        network_seed, graph_seed = torch.randint(0, 2**62, (2,), generator=self.generator)
+        torch.manual_seed(int(network_seed))
+        expected, captured = run_network(self.reference, network_inputs, bool(tally.latents))
+        _same_outputs(graph, expected)
+        torch.manual_seed(int(graph_seed))
+        if sides.external:  # pgmpy's root CPDs draw the latent inputs themselves
+            inputs = {k: v for k, v in inputs.items() if graph[k].observed}
+        if not tally.latents:
+            tally.add_free(sides.sampler.sample(inputs, num_samples=n), expected, n)
+            return
+        values = sides.plain.sample(inputs, num_samples=n, keep="all")
+        tally.add_free({o: values[o] for o in graph.outputs}, expected, n)
+        do = fixed_noise(graph, sides.roots, captured)
+        if do:  # the network's latents: its draws through the latents' own computation
+            tally.add_latents(values, sides.noisy.sample(network_inputs, do=do, keep="all"), n)
+
+
+def _free_chunk(graph: Graph, chunk: int, want: int) -> int:
+    """Samples per free run: up to ``want`` at once while the values of all nodes (the free
+    run keeps them all for its latents) fit in a quarter of the element budget, ``chunk`` at
+    least, within the budget per node."""
+    n = want
+    while n > chunk and sum(_largest(graph, n, each=True)) > limits.max_elements() // 4:
+        n //= 2
+    return _within_budget(graph, max(n, min(chunk, want)), shrink=True)
+
+
+def _repeat_axis(graph: Graph, name: str, example: torch.Tensor) -> int | None | bool:
+    """The axis along which input ``name`` holds its samples when that can be repeated (one
+    sample there at one sample), None when it has none (one value for all samples), False
+    when it cannot be repeated (``"kN"``: several rows per sample)."""
+    one, two = drawn_shape(graph, name, example, 1), drawn_shape(graph, name, example, 2)
+    axes = [i for i, (p, q) in enumerate(zip(one, two)) if p != q]
+    if not axes:
+        return None
+    return axes[0] if len(axes) == 1 and one[axes[0]] == 1 else False
+
+
+def _repeated(graph: Graph, one: dict, examples: dict, n: int) -> dict[str, torch.Tensor]:
+    """The inputs ``one`` (one sample each) repeated to ``n`` samples."""
+    out = {}
+    for name, value in one.items():
+        axis = _repeat_axis(graph, name, examples[name])
+        if axis is None:
+            out[name] = value
+        else:
+            out[name] = value.repeat(*[n if d == axis else 1 for d in range(value.dim())])
+    return out
+
+
+def _tally_crn(report: CheckReport, errors: dict[str, float]) -> None:
+    for name, error in errors.items():
+        report.crn[name] = max(report.crn.get(name, 0.0), error)
 
 
 def _first_not_finite(executor: Executor, inputs: dict, do: dict, note: str) -> str:
@@ -372,15 +559,17 @@ def _within_budget(graph: Graph, n: int, shrink: bool) -> int:
     return n
 
 
-def _largest(graph: Graph, n: int) -> tuple[Any, int]:
-    """The node whose value holds the most elements at ``n`` samples, and that number."""
-    best, most = None, -1
+def _largest(graph: Graph, n: int, each: bool = False) -> Any:
+    """The node whose value holds the most elements at ``n`` samples, and that number
+    (``each``: the numbers of all nodes)."""
+    best, most, counts = None, -1, []
     for node in graph:
         shapes = node.shape if node.shape and isinstance(node.shape[0], tuple) else (node.shape,)
         count = sum(_elements_at(shape, n) for shape in shapes)
+        counts.append(count)
         if count > most:
             best, most = node, count
-    return best, most
+    return counts if each else (best, most)
 
 
 def _elements_at(shape: Any, n: int) -> int:

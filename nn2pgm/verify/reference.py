@@ -74,26 +74,45 @@ class RandomCapture(TorchFunctionMode):
     docstring): ``with RandomCapture() as capture: network(**inputs)``, then
     ``capture.values``."""
 
-    def __init__(self) -> None:
+    def __init__(self, seeds: Callable[[int], int] | None = None) -> None:
         super().__init__()
         self.values: list[Any] = []
+        # common random numbers: torch's generator is seeded with seeds(k) just before random
+        # call k, so that the graph's node for that call can draw from the same stream
+        self.seeds = seeds
+
+    def reseed(self) -> None:
+        """Seed torch's generator for the next random call (with common random numbers)."""
+        if self.seeds is not None:
+            torch.manual_seed(self.seeds(len(self.values)))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = short_name(func)
         if decomposition(name, func, args, kwargs) is not None:
-            with _InnerMasks(self.values):  # the frontend writes this call out, dropouts seen
+            with _InnerMasks(self):  # the frontend writes this call out, dropouts seen
                 return func(*args, **kwargs)
         kind = _random_kind(name, args, kwargs)
         if kind is None:
             return func(*args, **kwargs)
+        self.reseed()
         if kind != "mask":
             value = func(*args, **kwargs)
+            if kwargs.get("generator") is not None and isinstance(value, torch.Tensor):
+                value.nn2pgm_not_replayed = "it draws from its own torch.Generator"
             self.values.append(value)
             return value
         x = args[0] if args else kwargs["input"]
         before = x.clone()  # an in-place dropout overwrites its input
-        value = func(*args, **kwargs)
+        start = len(self.values)
+        with _InnerMasks(self):  # the keep-mask torch draws (bernoulli_ on the CPU)
+            value = func(*args, **kwargs)
+        if len(self.values) == start + 1:
+            if not x.is_contiguous():  # torch drew it in x's memory order: not replayable
+                reason = "its input is not contiguous: torch draws the mask in memory order"
+                self.values[-1].nn2pgm_not_replayed = reason
+            return value
+        del self.values[start:]  # drawn otherwise: read it off (where x is 0 any mask fits)
         self.values.append(((value != 0) | (before == 0)).to(before.dtype))
         return value
 
@@ -102,16 +121,20 @@ class _InnerMasks(TorchDispatchMode):
     """Keeps the keep-masks a fused call draws inside itself (``bernoulli_`` on a fresh
     tensor, or the mask ``native_dropout`` returns), in the order it draws them."""
 
-    def __init__(self, values: list[Any]) -> None:
+    def __init__(self, capture: RandomCapture) -> None:
         super().__init__()
-        self.values = values
+        self.capture = capture
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        mask = func is torch.ops.aten.bernoulli_.float
+        dropout = func is torch.ops.aten.native_dropout.default and args[2] is not False
+        if mask or dropout:
+            self.capture.reseed()
         value = func(*args, **(kwargs or {}))
-        if func is torch.ops.aten.bernoulli_.float:
-            self.values.append(value.clone())
-        elif func is torch.ops.aten.native_dropout.default and args[2] is not False:
-            self.values.append(value[1].to(value[0].dtype))
+        if mask:
+            self.capture.values.append(value.clone())
+        elif dropout:
+            self.capture.values.append(value[1].to(value[0].dtype))
         return value
 
 
@@ -126,11 +149,21 @@ def flatten_outputs(value: Any) -> list[torch.Tensor]:
     return []
 
 
+def replays(reference: Callable[..., Any]) -> bool:
+    """Whether :func:`run_network` can seed each random call of ``reference`` (a torch module;
+    a reference with its own capture, like onnxruntime, draws its own way)."""
+    return not callable(getattr(reference, "captured_run", None))
+
+
 def run_network(
-    reference: Callable[..., Any], inputs: dict[str, torch.Tensor], capture: bool = True
+    reference: Callable[..., Any],
+    inputs: dict[str, torch.Tensor],
+    capture: bool = True,
+    seeds: Callable[[int], int] | None = None,
 ) -> tuple[list[torch.Tensor], list[Any]]:
     """The network's outputs on ``inputs`` and (when ``capture``) the values its random calls
-    drew, in order; without ``capture`` the list is empty."""
+    drew, in order; without ``capture`` the list is empty. ``seeds(k)`` seeds torch's
+    generator before random call ``k`` (common random numbers; see :func:`replays`)."""
     own = getattr(reference, "captured_run", None)
     with torch.no_grad():
         if callable(own):
@@ -138,7 +171,7 @@ def run_network(
             return flatten_outputs(outputs), list(captured) if capture else []
         if not capture:
             return flatten_outputs(_call(reference, inputs)), []
-        with RandomCapture() as recorder:
+        with RandomCapture(seeds) as recorder:
             outputs = _call(reference, inputs)
         return flatten_outputs(outputs), recorder.values
 
@@ -149,3 +182,21 @@ def _call(reference: Callable[..., Any], inputs: dict[str, torch.Tensor]) -> Any
     if isinstance(reference, torch.fx.GraphModule) and hasattr(reference, "_in_spec"):
         return torch.fx.Interpreter(reference).run(*inputs.values())
     return reference(**inputs)
+
+
+def refuse_other_weights(graph: Any, module: torch.nn.Module, name: str) -> None:
+    """CheckError when ``graph`` holds other weights than ``module``, built again from its
+    spec (a constructor that is not seeded draws new random weights)."""
+    from .report import CheckError
+
+    state = module.state_dict(keep_vars=True)
+    for key, tensor in graph.tensors.items():
+        mine = state.get(key)
+        if mine is None or not isinstance(tensor, torch.Tensor):
+            continue
+        if mine.shape != tensor.shape or not torch.equal(mine.detach(), tensor.detach()):
+            raise CheckError(
+                f"the graph's {key!r} differs from the one of {name}, built again from its "
+                "spec (a constructor without a seed draws other weights): pass the Source or "
+                "module the graph was converted from (nn2pgm.load_source), or --weights"
+            )

@@ -79,9 +79,10 @@ def refuse_nan(graph: Graph, name: str, want: torch.Tensor, when: str) -> None:
         )
 
 
-def coordinates(size: int, seed: int) -> torch.Tensor:
-    """Up to :data:`MAX_COORDINATES` coordinates of an output, chosen with ``seed``."""
-    if size <= MAX_COORDINATES:
+def coordinates(size: int, seed: int, limit: int = MAX_COORDINATES) -> torch.Tensor:
+    """Up to ``limit`` (:data:`MAX_COORDINATES`) coordinates of an output, chosen with
+    ``seed``."""
+    if size <= limit:
         return torch.arange(size)
     generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(size, generator=generator)[:MAX_COORDINATES].sort().values
+    return torch.randperm(size, generator=generator)[:limit].sort().values

@@ -1,0 +1,131 @@
+"""Common random numbers: every stochastic node's own CPD checked exactly.
+
+The same-noise comparison fixes each random node to what the network drew, so it proves the
+graph *below* the random nodes and nothing of their own distributions. Here both sides draw
+from the same streams instead: torch's generator is seeded with ``seed(k)`` just before the
+network's random call ``k`` (:class:`~.reference.RandomCapture`) and just before the graph
+samples the node that call became (``Executor.sample(seeds=...)``). A family's sampler draws
+the way torch's own op does (``loc + scale * randn``, ``empty.bernoulli_(p)``, ``rand``,
+``multinomial``, ``_standard_gamma`` ...), so with the right CPD the node's value equals the
+network's draw *transformed by the graph's own parameters* — the value the same-noise run
+gives it. A wrong ``loc``, ``scale``, ``probs``, temperature or family makes them differ, and
+the report names the first such node and by how much.
+
+A node made of several draws of the network (``noise_indices``), or one whose network op
+draws its numbers differently from the family's sampler, is not replayed; the report says so
+per node and the same-noise comparison still covers what is below it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..ir import Graph, Node
+from .noise import fixed_noise, random_nodes
+from .reference import flatten_outputs, run_network
+
+# Network ops (``attrs["noise"]`` of a latent made of one draw, else ``attrs["random"]``) whose
+# numbers the family samplers of nn2pgm.ops.families draw the same way.
+REPLAYED = {
+    "randn",
+    "randn_like",
+    "normal",
+    "normal_",
+    "rand",
+    "rand_like",
+    "uniform_",
+    "bernoulli",
+    "bernoulli_",
+    "dropout_mask",
+    "multinomial",
+    "_standard_gamma",
+    "_sample_dirichlet",
+    "poisson",
+    "exponential_",
+    "cauchy_",
+    "RandomNormalLike",
+    "RandomNormal",
+    "RandomUniformLike",
+    "RandomUniform",
+}
+
+
+def seed_of(base: int, k: int) -> int:
+    """The seed of random call ``k`` in the run seeded ``base``."""
+    return (base * 1_000_003 + 7_919 * (k + 1)) % (2**62)
+
+
+@dataclass
+class Replay:
+    """Which random nodes are replayed (node id -> the network's random call) and which are
+    not, with why."""
+
+    nodes: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, graph: Graph) -> Replay:
+        replay = cls()
+        for node in random_nodes(graph):
+            why = _not_replayed(node)
+            if why:
+                replay.skipped[node.id] = why
+            else:
+                replay.nodes[node.id] = node.attrs["random_index"]
+        return replay
+
+
+def _not_replayed(node: Node) -> str:
+    if len(node.attrs.get("noise_indices") or ()) > 1:
+        return "made of several draws of the network"
+    if node.attrs.get("mirrored"):
+        return "the network computes loc - scale * noise: the same Normal, mirrored draws"
+    op = node.attrs.get("noise") or node.attrs.get("random") or ""
+    if op not in REPLAYED:
+        return f"the network's {op or 'draw'} draws its numbers otherwise than the sampler"
+    return ""
+
+
+def _rel(got: Any, want: Any) -> float:
+    """Largest absolute difference over the largest magnitude (inf when not comparable)."""
+    worst = 0.0
+    a, b = flatten_outputs(got), flatten_outputs(want)
+    if len(a) != len(b):
+        return float("inf")
+    for x, y in zip(a, b):
+        if x.shape != y.shape:
+            return float("inf")
+        x, y = x.double(), y.double()
+        if x.numel() == 0:
+            continue
+        scale = max(float(y.abs().max()), 1e-30)
+        diff = (x - y).abs()
+        diff = torch.where(torch.isnan(x) & torch.isnan(y), torch.zeros_like(diff), diff)
+        worst = max(worst, float(diff.max()) / scale)
+    return worst
+
+
+def compare(sides: Any, reference: Any, inputs: dict, base: int) -> dict[str, float]:
+    """Run the network and the graph on ``inputs`` with common random numbers seeded from
+    ``base``; the max relative error of every replayed node's value (and of every output,
+    under ``"output:<id>"``)."""
+    graph, replay = sides.graph, sides.replay
+    seeds = {node: seed_of(base, k) for node, k in replay.nodes.items()}
+    expected, captured = run_network(reference, inputs, seeds=lambda k: seed_of(base, k))
+    do = fixed_noise(graph, sides.roots, captured)
+    want = sides.noisy.sample(inputs, do=do, keep="all")  # the graph's parents, the net's noise
+    got = sides.plain.sample(inputs, seeds=seeds, keep="all")
+    errors = {}
+    for node, k in replay.nodes.items():
+        reason = getattr(captured[k], "nn2pgm_not_replayed", None)
+        if reason:
+            replay.skipped.setdefault(node, reason)
+        else:
+            errors[node] = _rel(got[node], want[node])
+    if not replay.skipped:  # every draw replayed: the outputs agree too
+        for name, value in zip(graph.outputs, expected):
+            errors[f"output:{name}"] = _rel(got[name], value)
+    return errors
