@@ -9,6 +9,7 @@ roots only (the inputs): sampling is ancestral, so conditioning on an inner node
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -162,6 +163,12 @@ def _without_cpd(node: Node, n: int) -> Any:
             "source again, or fix the node with do="
         )
     raise ExecutionError(f"node {node.id!r} ({node.op}) has no value: give it as evidence or do=")
+
+
+def declared_sample(node: Node, n: int) -> Any:
+    """``n`` draws of a root from the distribution it declares (its family and numbers), not
+    from its program; ExecutionError when the parameters are not plain numbers."""
+    return _without_cpd(replace(node, program=None), n)
 
 
 def _at(dim: Any, n: int) -> int:

@@ -1,7 +1,7 @@
 """Common random numbers prove every stochastic node's own CPD: a 1 % error in a latent's
-scale, a shift of its mean by 1 % of its std, a dropout rate of 0.49 instead of 0.5, or a
-relaxed-categorical temperature 1 % off makes ``check`` fail in every seed, naming the node;
-the unperturbed graphs pass in every seed."""
+scale, a shift of its mean by 1 % of its std, a dropout rate of 0.49 instead of 0.5, a
+relaxed-categorical temperature or a latent prior's scale 1 % off makes ``check`` fail in
+every seed, naming the node; the unperturbed graphs pass in every seed."""
 
 from __future__ import annotations
 
@@ -62,14 +62,22 @@ CASES = {
         "z",
         lambda n: scaled(n, "temperature", 1.01),
     ),
+    # a latent input's prior (--latent input): its program against the N(0, 1) it declares
+    "gan prior scale x1.01": (
+        "fixtures/dcgan.py:Generator",
+        False,
+        "input",
+        lambda n: scaled(n, "scale", 1.01),
+    ),
 }
+LATENT = {"fixtures/dcgan.py:Generator": ["input"]}
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request):
     spec, train, node, perturb = CASES[request.param]
     source = nn2pgm.load_source(spec)
-    graph = nn2pgm.convert(source, train=train)
+    graph = nn2pgm.convert(source, train=train, latent=LATENT.get(spec, ()))
     wrong = copy.deepcopy(graph)
     wrong.tensors = graph.tensors
     wrong[node].program = perturb(graph[node])

@@ -398,6 +398,10 @@ def _check_graph(
         tally.add_exact(*sides.exact(inputs, captured), expected)
         if sides.replay.nodes and replays(reference):
             _tally_crn(report, crn.compare(sides, reference, inputs, seed + 31 * step))
+        if priors:  # each prior program against the distribution it declares
+            errors, skipped = crn.prior_errors(graph, priors, n, seed + 31 * step)
+            _tally_crn(report, errors)
+            sides.replay.skipped.update(skipped)
         done += n
         step += 1
     if latents or not exact:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..executor import ExecutionError, cpd_function, declared_sample
 from ..ir import Graph, Node
 from .noise import fixed_noise, random_nodes
 from .reference import flatten_outputs, run_network
@@ -129,3 +130,22 @@ def compare(sides: Any, reference: Any, inputs: dict, base: int) -> dict[str, fl
         for name, value in zip(graph.outputs, expected):
             errors[f"output:{name}"] = _rel(got[name], value)
     return errors
+
+
+def prior_errors(graph: Graph, priors: list[str], n: int, base: int) -> tuple[dict, dict]:
+    """Each latent input's prior program against the distribution it declares (its family and
+    numbers), drawn from one seeded stream: ``({node: max rel err}, {node: why not})``."""
+    errors, skipped = {}, {}
+    for k, node_id in enumerate(priors):
+        node = graph[node_id]
+        seed = seed_of(base, 1_000_000 + k)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                want = declared_sample(node, n)
+            except ExecutionError:
+                skipped[node_id] = "its prior's parameters are not plain numbers"
+                continue
+            torch.manual_seed(seed)
+            errors[node_id] = _rel(cpd_function(graph, node)([], n), want)
+    return errors, skipped
