@@ -311,6 +311,26 @@ class EdgeKinds(MutableMapping):
         return sum(1 for _ in self)
 
 
+def element_node(holder: Node, path: tuple[int, ...], node_id: str) -> Node:
+    """A deterministic ``getitem`` node ``node_id`` selecting element ``path`` of the tuple
+    value of ``holder`` (an RNN's ``(output, h)``, one half of a ``chunk``)."""
+    shape, dtype = holder.shape, holder.dtype
+    for p in path:
+        shape = shape[p]
+        dtype = dtype[p] if isinstance(dtype, (list, tuple)) else dtype
+    return Node(
+        id=node_id,
+        op="getitem",
+        module=holder.module,
+        kind=DETERMINISTIC,
+        shape=shape,
+        dtype=dtype,
+        parents=(holder.id,),
+        attrs={"index": list(path)},
+        program={"calls": [], "output": {"$ref": [0, *path]}},
+    )
+
+
 class UniqueNames:
     """Fresh node ids: ``fresh("relu")`` is ``relu``, then ``relu_1``, ``relu_2``, ...; a name
     already taken (given at the start, or handed out) is skipped. Names are only added, so the

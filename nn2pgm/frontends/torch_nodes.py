@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node, UniqueNames
+from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node, UniqueNames, element_node
 from ..ops.program import compose, encode, is_opaque, shape_template
 from .random_ops import random_distribution
 from .tracing import Call, Const, Ref, Sym, TraceError, op_name
@@ -373,28 +373,8 @@ class _Builder:
         return found
 
     def _element(self, ref: Ref) -> str:
-        holder = self.graph[ref.call]
-        shape, dtype = holder.shape, holder.dtype
-        for p in ref.path:
-            shape = shape[p]
-            dtype = dtype[p] if isinstance(dtype, (list, tuple)) else dtype
         node_id = self.unique.fresh(f"{ref.call}.{'.'.join(map(str, ref.path))}")
-        program = {"calls": [], "output": {"$ref": [0, *ref.path]}}
-        module = holder.module
-        self.graph.add(
-            Node(
-                id=node_id,
-                op="getitem",
-                module=module,
-                kind=DETERMINISTIC,
-                distribution=Distribution("Delta", {}),
-                shape=shape,
-                dtype=dtype,
-                parents=(ref.call,),
-                attrs={"index": list(ref.path)},
-                program=program,
-            )
-        )
+        self.graph.add(element_node(self.graph[ref.call], tuple(ref.path), node_id))
         return node_id
 
 

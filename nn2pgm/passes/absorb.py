@@ -28,7 +28,14 @@ from typing import Any
 
 import networkx as nx
 
-from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node, is_tuple_shape
+from ..ir import (
+    STOCHASTIC,
+    Distribution,
+    Graph,
+    Node,
+    element_node,
+    is_tuple_shape,
+)
 from ..ops import UnknownOpError, resolve
 from ..ops.families import FAMILIES
 from ..ops.program import compose, shape_template, single_call, tensor_keys
@@ -218,20 +225,7 @@ def element(graph: Graph, tuple_id: str, index: int) -> str:
     while node_id in graph:
         k += 1
         node_id = f"{tuple_id}.{index}_{k}"
-    dtype = holder.dtype[index] if isinstance(holder.dtype, (list, tuple)) else holder.dtype
-    graph.add(
-        Node(
-            id=node_id,
-            op="getitem",
-            module=holder.module,
-            kind=DETERMINISTIC,
-            shape=holder.shape[index],
-            dtype=dtype,
-            parents=(tuple_id,),
-            attrs={"index": [index]},
-            program={"calls": [], "output": {"$ref": [0, index]}},
-        )
-    )
+    graph.add(element_node(holder, (index,), node_id))
     return node_id
 
 
