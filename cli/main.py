@@ -310,6 +310,21 @@ def _device(args: argparse.Namespace, command: str) -> Any:
     return torch.device("meta")
 
 
+def _source(args: argparse.Namespace, command: str) -> Any:
+    """The command's SOURCE, loaded as its options say (built on the meta device for
+    ``--device meta``, which check and sample refuse)."""
+    import nn2pgm
+
+    with _device(args, command):
+        return nn2pgm.load_source(
+            args.source,
+            input_shapes=_shapes(args),
+            weights=args.weights,
+            structure_only=args.structure_only,
+            batch_dims=_batch_dims(args),
+        )
+
+
 def _convert_options(args: argparse.Namespace) -> dict:
     return {
         "batch_dims": _batch_dims(args),
@@ -406,14 +421,7 @@ def _sample(args: argparse.Namespace) -> int:
         _refuse_conversion_options(args, "sample")
         graph, protect = nn2pgm.load(args.source), named
     else:
-        _device(args, "sample")
-        source = nn2pgm.load_source(
-            args.source,
-            input_shapes=_shapes(args),
-            weights=args.weights,
-            structure_only=args.structure_only,
-            batch_dims=_batch_dims(args),
-        )
+        source = _source(args, "sample")
         protect = [*files, *source.files]
         nn2pgm.check_samples_output(args.output, protect=protect)
         examples = source.example_inputs
@@ -463,14 +471,7 @@ def _convert(args: argparse.Namespace) -> int:
     weights = not args.no_weights
     named = _named_files(args)
     fmt = nn2pgm.check_output(args.output, to=args.to, protect=named, weights=weights)
-    with _device(args, "convert"):
-        source = nn2pgm.load_source(
-            args.source,
-            input_shapes=_shapes(args),
-            weights=args.weights,
-            structure_only=args.structure_only,
-            batch_dims=_batch_dims(args),
-        )
+    source = _source(args, "convert")
     critic = _critic(args)
     protect = [*source.files, *(critic.files if critic else ())]
     nn2pgm.check_output(args.output, to=fmt, protect=protect, weights=weights)

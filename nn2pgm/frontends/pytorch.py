@@ -123,7 +123,7 @@ def merge_traces(t1: Trace, t2: Trace, b1: int, b2: int) -> tuple[list[Call], An
     calls, shapes = [], []
     for c1, c2 in zip(t1.calls, t2.calls):
         # a property's getter (Tensor.T.__get__) is a new, equal object at every access
-        same = c1.target is c2.target or c1.target == c2.target
+        same = c1.target == c2.target
         if not same or (c1.kind, c1.op, c1.scope, c1.p) != (c2.kind, c2.op, c2.scope, c2.p):
             raise NotBatchable(f"call {c1.index} differs")
         args = _merge(c1.args, c2.args, b1, b2)

@@ -391,15 +391,18 @@ def _check_graph(
         n = chunk if isinstance(batch, int) else min(chunk, samples - done)
         inputs = random_inputs(graph, examples, n, generator)
         torch.manual_seed(seed + step)
-        expected, captured = run_network(reference, inputs, sides.capture)
+        base = seed + 31 * step
+        # with common random numbers, each random call is seeded: one run serves both parts
+        seeds = crn.seeds(base) if sides.replay.nodes and replays(reference) else None
+        expected, captured = run_network(reference, inputs, sides.capture, seeds)
         _same_outputs(graph, expected)
         for name, want in zip(graph.outputs, expected):
             refuse_nan(graph, name, want, "on random inputs")
         tally.add_exact(*sides.exact(inputs, captured), expected)
-        if sides.replay.nodes and replays(reference):
-            _tally_crn(report, crn.compare(sides, reference, inputs, seed + 31 * step))
+        if seeds is not None:
+            _tally_crn(report, crn.compare(sides, inputs, expected, captured, base))
         if priors:  # each prior program against the distribution it declares
-            errors, skipped = crn.prior_errors(graph, priors, n, seed + 31 * step)
+            errors, skipped = crn.prior_errors(graph, priors, n, base)
             _tally_crn(report, errors)
             sides.replay.skipped.update(skipped)
         done += n

@@ -18,6 +18,7 @@ per node and the same-noise comparison still covers what is below it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ import torch
 from ..executor import ExecutionError, cpd_function, declared_sample
 from ..ir import Graph, Node
 from .noise import fixed_noise, random_nodes
-from .reference import flatten_outputs, run_network
+from .reference import flatten_outputs
+from .stats import compare as fold_errors
 
 # Network ops (``attrs["noise"]`` of a latent made of one draw, else ``attrs["random"]``) whose
 # numbers the family samplers of nn2pgm.ops.families draw the same way.
@@ -91,34 +93,31 @@ def _not_replayed(node: Node) -> str:
 
 
 def _rel(got: Any, want: Any) -> float:
-    """Largest absolute difference over the largest magnitude (inf when not comparable)."""
-    worst = 0.0
+    """The max relative error of ``got`` against ``want`` (inf when not comparable)."""
     a, b = flatten_outputs(got), flatten_outputs(want)
     if len(a) != len(b):
         return float("inf")
+    worst = {"value": [0.0, 0.0]}
     for x, y in zip(a, b):
-        if x.shape != y.shape:
-            return float("inf")
-        x, y = x.double(), y.double()
-        if x.numel() == 0:
-            continue
-        scale = max(float(y.abs().max()), 1e-30)
-        diff = (x - y).abs()
-        diff = torch.where(torch.isnan(x) & torch.isnan(y), torch.zeros_like(diff), diff)
-        worst = max(worst, float(diff.max()) / scale)
-    return worst
+        fold_errors(worst, "value", x, y)
+    return worst["value"][1]
 
 
-def compare(sides: Any, reference: Any, inputs: dict, base: int) -> dict[str, float]:
-    """Run the network and the graph on ``inputs`` with common random numbers seeded from
-    ``base``; the max relative error of every replayed node's value (and of every output,
-    under ``"output:<id>"``)."""
+def seeds(base: int) -> Callable[[int], int]:
+    """The network's seeds of a run seeded ``base``: random call ``k`` -> its seed."""
+    return lambda k: seed_of(base, k)
+
+
+def compare(sides: Any, inputs: dict, expected: list, captured: list, base: int) -> dict:
+    """The graph sampled on ``inputs`` with common random numbers seeded from ``base``,
+    against the network's run with :func:`seeds` (``expected`` outputs, ``captured`` draws):
+    the max relative error of every replayed node's value (and of every output, under
+    ``"output:<id>"``)."""
     graph, replay = sides.graph, sides.replay
-    seeds = {node: seed_of(base, k) for node, k in replay.nodes.items()}
-    expected, captured = run_network(reference, inputs, seeds=lambda k: seed_of(base, k))
     do = fixed_noise(graph, sides.roots, captured)
     want = sides.noisy.sample(inputs, do=do, keep="all")  # the graph's parents, the net's noise
-    got = sides.plain.sample(inputs, seeds=seeds, keep="all")
+    node_seeds = {node: seed_of(base, k) for node, k in replay.nodes.items()}
+    got = sides.plain.sample(inputs, seeds=node_seeds, keep="all")
     errors = {}
     for node, k in replay.nodes.items():
         reason = getattr(captured[k], "nn2pgm_not_replayed", None)
