@@ -133,6 +133,7 @@ def convert(
     discriminator: Any = None,
     structure_only: bool = False,
     batch_dims: dict[str, int | None] | None = None,
+    collapse_repeats: bool = False,
 ) -> Graph:
     """Compile a network (a SOURCE string, a :class:`Source` or an ``nn.Module`` with
     ``example_inputs``) into a graphical model.
@@ -146,6 +147,8 @@ def convert(
     ``batch_dims`` (``{"input": 1}``) names the dimension of an input that holds the samples
     (default: dimension 0, or the one found by running the model; see
     :mod:`nn2pgm.frontends.batch`). A module on the meta device converts to its structure.
+    ``collapse_repeats`` draws each run of identical blocks once, in a plate ``× 12`` (a graph
+    to look at: see :mod:`nn2pgm.passes.repeats`).
     """
     from .frontends.pytorch import trace_module
     from .passes.reparameterization import reparameterize
@@ -172,7 +175,17 @@ def convert(
     critic = None
     if discriminator is not None:
         critic = convert(_critic_source(discriminator, graph, source), train=train)
-    return apply_view(graph, view, critic)
+    graph = apply_view(graph, view, critic)
+    if collapse_repeats:  # after the view: the blocks of the graph drawn
+        from .passes.repeats import collapse_repeats as _collapse
+
+        graph = _collapse(graph)
+    from .backends.plates import plate_warnings  # plates that cannot be drawn as boxes
+
+    known = graph.model.get("warnings", [])
+    if new := [w for w in plate_warnings(graph) if w not in known]:
+        graph.model["warnings"] = [*known, *new]
+    return graph
 
 
 def _mark_ranges(graph: Graph, ranges: dict[str, int]) -> None:

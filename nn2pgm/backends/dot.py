@@ -7,7 +7,10 @@ dropped), with the parameter count below in small type. Edge styles follow the a
 picture of Hu et al. (2017): generative and plain data flow solid, inference dashed,
 adversarial blue, and a hollow arrowhead into a deterministic transformation that leads to an
 implicit distribution. Nodes are grouped into clusters by module path, nested along the dotted
-hierarchy, and a legend explains the styles the drawing uses.
+hierarchy, and a legend explains the styles the drawing uses. The plates of
+``graph.model["plates"]`` (see :mod:`.plates`) are boxes labelled at their bottom right; a
+module cluster is drawn inside a plate that holds all its nodes, and not at all where it would
+cross a plate's border.
 
 >>> from nn2pgm.ir import Graph, Node
 >>> g = Graph({"name": "tiny"})
@@ -21,12 +24,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import pairwise
 
 from ..errors import Nn2pgmError, UsageError
 from ..ir import DETERMINISTIC, Graph, Node, event_shape, is_tuple_shape
 from ._files import Paths, atomic_write, check_output
+from .plates import PlateLayout, nest, plate_layout
 
 RENDER_FORMATS = {".svg": "svg", ".png": "png"}
 
@@ -80,7 +85,11 @@ def to_dot(graph: Graph) -> str:
     lines.append('  node [fontname="Helvetica", fontsize=11, margin="0.12,0.04"];')
     lines.append("  edge [arrowsize=0.7];")
     members, children = _clusters(nodes)
-    lines.extend(_cluster_lines("", members, children, "  "))
+    layout = plate_layout(graph) if graph.model.get("plates") else PlateLayout()
+    if layout.plates:
+        members, children = _with_plates(nodes, members, children, layout)
+    boxes = {("plate", plate.id): plate.label for plate in layout.plates}
+    lines.extend(_cluster_lines("", members, children, "  ", _Drawing(boxes, layout.notes)))
     kinds: dict[str, None] = {}
     for node in nodes:
         for parent in node.parents:
@@ -119,12 +128,12 @@ def _node_style(node: Node) -> str:
     return OBSERVED if node.observed else LATENT
 
 
-def _node_line(node: Node, indent: str) -> str:
+def _node_line(node: Node, indent: str, notes: Iterable[str] = ()) -> str:
     if node.kind == DETERMINISTIC:
         text = f"{node.id} = {node.op} {_shape_text(node.shape)}"
     else:
         text = f"{node.id} ~ {node.distribution.family} {_shape_text(node.shape)}"
-    label = _html(text)
+    label = _html("".join([text, *(f" [{note}]" for note in notes)]))
     params = node.attrs.get("params")
     if isinstance(params, int) and not isinstance(params, bool) and params > 0:
         label += f'<BR/><FONT POINT-SIZE="9">{params:,} params</FONT>'
@@ -176,24 +185,100 @@ def _register(path: str, children: dict[str, list[str]]) -> None:
         children[sub] = []
 
 
+@dataclass
+class _Drawing:
+    """What a cluster tree is drawn with: the label of each plate box (keyed
+    ``("plate", id)``) and the labels of the plates that are not boxes, per node."""
+
+    boxes: dict[Hashable, str]
+    notes: dict[str, list[str]]
+
+
 def _cluster_lines(
-    path: str, members: dict[str, list[Node]], children: dict[str, list[str]], indent: str
+    key: Hashable,
+    members: dict[Hashable, list[Node]],
+    children: dict[Hashable, list[Hashable]],
+    indent: str,
+    drawing: _Drawing,
 ) -> Iterator[str]:
-    """A cluster's nodes, then its sub-clusters; a cluster holding a single node or a single
-    sub-cluster adds nothing to the picture and is drawn as its content alone."""
-    for node in members.get(path, ()):
-        yield _node_line(node, indent)
-    for sub in children[path]:
-        if len(members.get(sub, ())) + len(children[sub]) == 1:
-            yield from _cluster_lines(sub, members, children, indent)
+    """A cluster's nodes, then its sub-clusters; a module cluster holding a single node or a
+    single sub-cluster adds nothing to the picture and is drawn as its content alone."""
+    for node in members.get(key, ()):
+        yield _node_line(node, indent, drawing.notes.get(node.id, ()))
+    for sub in children[key]:
+        if sub in drawing.boxes:
+            yield f"{indent}subgraph {_quote('cluster_plate:' + sub[1])} {{"
+            yield (
+                f"{indent}  graph [label={_quote(drawing.boxes[sub])}, style=solid, "
+                "color=black, fontcolor=black, fontsize=11, labeljust=r, labelloc=b];"
+            )
+            yield from _cluster_lines(sub, members, children, indent + "  ", drawing)
+            yield f"{indent}}}"
             continue
+        if len(members.get(sub, ())) + len(children[sub]) == 1:
+            yield from _cluster_lines(sub, members, children, indent, drawing)
+            continue
+        top = ", labelloc=t" if drawing.boxes else ""  # not the bottom of a plate around it
         yield f"{indent}subgraph {_quote('cluster_module:' + sub)} {{"
         yield (
             f'{indent}  graph [label={_quote(sub)}, style="rounded", color=gray60, '
-            "fontcolor=gray40, fontsize=10, labeljust=l];"
+            f"fontcolor=gray40, fontsize=10, labeljust=l{top}];"
         )
-        yield from _cluster_lines(sub, members, children, indent + "  ")
+        yield from _cluster_lines(sub, members, children, indent + "  ", drawing)
         yield f"{indent}}}"
+
+
+# -- plates among the module clusters ---------------------------------------------------------
+def _with_plates(
+    nodes: list[Node],
+    members: dict[str, list[Node]],
+    children: dict[str, list[str]],
+    layout: PlateLayout,
+) -> tuple[dict[Hashable, list[Node]], dict[Hashable, list[Hashable]]]:
+    """The cluster tree of the plate boxes and of the module clusters that do not cross a
+    plate's border: a module cluster inside a plate that holds all its nodes, a plate inside
+    a module cluster that holds all the plate's nodes, a plate around a module cluster over
+    the same nodes."""
+    sets: dict[str, set[str]] = {}
+    for path in reversed(children):  # a module cluster is registered before its sub-clusters
+        sets[path] = {node.id for node in members.get(path, ())}
+        for sub in children[path]:
+            sets[path] |= sets[sub]
+    home, sizes = layout.home(), {plate.id: len(plate.nodes) for plate in layout.plates}
+    modules = [path for path in children if path and _fits(sets[path], home, sizes, layout)]
+    entries: list[tuple[tuple, Hashable, set[str] | tuple[str, ...]]] = [
+        ((-len(plate.nodes), 0, k), ("plate", plate.id), plate.nodes)
+        for k, plate in enumerate(layout.plates)
+    ]
+    entries += [((-len(sets[m]), 1, len(m), k), m, sets[m]) for k, m in enumerate(modules)]
+    entries.sort(key=lambda entry: entry[0])
+    position = {node.id: k for k, node in enumerate(nodes)}
+    tree = nest((key, sorted(group, key=position.__getitem__)) for _, key, group in entries)
+    first = {key: min(position[n] for n in group) for _, key, group in entries}
+    members_of: dict[Hashable, list[Node]] = {}
+    for node in nodes:
+        members_of.setdefault(tree.home.get(node.id, ""), []).append(node)
+    children_of: dict[Hashable, list[Hashable]] = {"": []}
+    children_of.update((key, []) for _, key, _ in entries)
+    for key in sorted(tree.parent, key=first.__getitem__):
+        parent = tree.parent[key]
+        children_of["" if parent is None else parent].append(key)
+    return members_of, children_of
+
+
+def _fits(
+    group: set[str], home: dict[str, str], sizes: dict[str, int], layout: PlateLayout
+) -> bool:
+    """True when no plate box crosses the border of a module cluster over ``group``: each
+    one that holds some of its nodes (``home``: the innermost box around a node) holds all of
+    them or lies inside it (``sizes``: the boxes' node counts)."""
+    count: dict[str, int] = {}
+    for node_id in group:
+        plate = home.get(node_id)
+        while plate is not None:
+            count[plate] = count.get(plate, 0) + 1
+            plate = layout.parent[plate]
+    return all(c in (len(group), sizes[plate]) for plate, c in count.items())
 
 
 # -- legend -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ CASES = {
             "discriminator": "fixtures/dcgan.py:Discriminator",
         },
     ),
+    "gpt2_collapsed": ("fixtures/gpt2.py:GPT2", {"collapse_repeats": True}),
 }
 
 
