@@ -217,10 +217,47 @@ def _convert(args: argparse.Namespace) -> int:
     options = {**_convert_options(args), "discriminator": critic}
     graph = nn2pgm.convert(source, **options)
     _warn(graph)
+    if args.expand and (args.granularity != "unit" or fmt != "json"):
+        raise UsageError("--expand writes unit edges into JSON: add --granularity unit, -o X.json")
+    if args.granularity == "unit":
+        nn2pgm.units(graph, semantics=args.semantics, expand=args.expand, max_edges=args.max_edges)
+    elif args.semantics != "structural":
+        raise UsageError("--semantics applies with --granularity unit")
     nn2pgm.write(
         graph, args.output, to=fmt, max_units=args.max_units, protect=protect, weights=weights
     )
     print(f"wrote {args.output} ({fmt}, {len(graph)} nodes)")
+    return 0
+
+
+def _inspect(graph: Any, args: argparse.Namespace) -> int:
+    """``inspect``'s table, or with ``--granularity unit`` the unit summary, then each
+    ``--depends OUTPUT:INPUT``."""
+    import nn2pgm
+
+    asked = []
+    for text in args.depends:
+        output, sep, input_ = text.rpartition(":")
+        if not sep or not output or not input_:
+            raise UsageError(f"--depends {text!r}: write OUTPUT:INPUT (node ids, see inspect)")
+        asked.append((output, input_))
+    structure = nn2pgm.unit_structure(graph, args.semantics)
+    unit = args.granularity == "unit"
+    found = nn2pgm.units(graph, structure=structure) if unit else None
+    answers = [structure.depends(o, i) for o, i in asked]
+    if args.json:
+        doc = {
+            "model": graph.model,
+            "nodes": nn2pgm.summary_rows(graph),
+            "totals": nn2pgm.summary_totals(graph),
+        }
+        if answers:
+            doc["depends"] = [a.as_dict() for a in answers]
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    print(nn2pgm.summary_table(graph) if found is None else "\n".join(nn2pgm.unit_lines(found)))
+    for answer in answers:
+        print("\n".join(nn2pgm.depends_lines(answer)))
     return 0
 
 
@@ -239,16 +276,7 @@ def run(args: argparse.Namespace) -> int:
             with _device(args, "inspect"):
                 graph = nn2pgm.convert(args.source, **_convert_options(args))
         _warn(graph)
-        if args.json:
-            doc = {
-                "model": graph.model,
-                "nodes": nn2pgm.summary_rows(graph),
-                "totals": nn2pgm.summary_totals(graph),
-            }
-            print(json.dumps(doc, indent=2, sort_keys=True))
-        else:
-            print(nn2pgm.summary_table(graph))
-        return 0
+        return _inspect(graph, args)
     if args.command == "sample":
         return _sample(args)
     if args.samples <= 0:

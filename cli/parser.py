@@ -139,6 +139,47 @@ def _model_options(parser: argparse.ArgumentParser, views: bool) -> None:
         )
 
 
+def _unit_options(parser: argparse.ArgumentParser, inspect: bool) -> None:
+    parser.add_argument(
+        "--granularity",
+        choices=["layer", "unit"],
+        default="layer",
+        help="layer: a node per layer (default); unit: every scalar unit a random variable, "
+        "each edge's dependency blocks recorded (JSON), unit plates drawn (DOT)"
+        + (", the unit summary printed" if inspect else ""),
+    )
+    parser.add_argument(
+        "--semantics",
+        choices=["structural", "weights"],
+        default="structural",
+        help="structural: a layer's every connection counts, whatever its weight (default); "
+        "weights: connections whose weight is exactly zero (pruned) are dropped",
+    )
+    if inspect:
+        parser.add_argument(
+            "--depends",
+            action="append",
+            default=[],
+            metavar="OUTPUT:INPUT",
+            help="name the pattern of OUTPUT's units on INPUT's units (complete bipartite "
+            "20×784, local 5×5 window, diagonal, independent) and the path carrying it "
+            "(repeatable)",
+        )
+    else:
+        parser.add_argument(
+            "--expand",
+            action="store_true",
+            help="with --granularity unit, JSON: write every unit edge as a [output unit, "
+            "input unit] pair beside the blocks",
+        )
+        parser.add_argument(
+            "--max-edges",
+            type=int,
+            metavar="N",
+            help="--expand: refuse more than N unit edges (default 10,000,000)",
+        )
+
+
 def _max_units_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-units",
@@ -174,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", choices=["json", "dot", "svg", "png", "pgmpy"], help="output format"
     )
     _max_units_option(convert)
+    _unit_options(convert, inspect=False)
 
     inspect = commands.add_parser(
         "inspect",
@@ -185,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _depth_option(inspect)
     _model_options(inspect, views=True)
     inspect.add_argument("--json", action="store_true", help="print the table as JSON")
+    _unit_options(inspect, inspect=True)
 
     check = commands.add_parser(
         "check",

@@ -20,6 +20,20 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._public import (
+    deadline,
+    depends,
+    depends_lines,
+    limited,
+    parse_batch_dims,
+    parse_input_shapes,
+    summary_rows,
+    summary_table,
+    summary_totals,
+    unit_lines,
+    unit_structure,
+    units,
+)
 from ._version import __version__
 from .errors import Nn2pgmError, UsageError
 
@@ -52,6 +66,11 @@ __all__ = [
     "summary_table",
     "summary_rows",
     "summary_totals",
+    "depends",
+    "depends_lines",
+    "unit_lines",
+    "unit_structure",
+    "units",
     "__version__",
 ]
 
@@ -542,57 +561,3 @@ def _called_with_leaves(module: Any, examples: dict[str, Any]) -> Any:
             return self.inner(*args, **kwargs)
 
     return Called(module)
-
-
-def parse_input_shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
-    """``["x=1,784", ...]`` (the CLI's ``--input-shape``) as ``{"x": (1, 784), ...}``; a
-    shape written ``ids=2,16:int64:<HIGH`` (or ``mask=2,16:bool``) also carries its ``dtype``
-    and ``high``. A bad or repeated one raises :class:`~nn2pgm.source.SourceError` naming it."""
-    from .frontends.sources import parse_input_shapes as _parse
-
-    return _parse(texts)
-
-
-def parse_batch_dims(texts: list[str]) -> dict[str, int | None]:
-    """``["input=1", "mask=none"]`` (``--batch-dim``) as ``{"input": 1, "mask": None}``."""
-    from .frontends.batch import parse_batch_dims as _parse
-
-    return _parse(texts)
-
-
-def limited(max_elements: int | None) -> Any:
-    """A context manager: the element budget (elements per tensor) for the block
-    (``None``: the default); see :mod:`nn2pgm.limits`."""
-    from .limits import limited as _limited
-
-    return _limited(max_elements)
-
-
-def deadline(seconds: float | None, what: str = "running") -> Any:
-    """A context manager: give up the block after ``seconds`` (``None``: never) with a
-    :class:`~nn2pgm.errors.ResourceError` naming the stage; see :mod:`nn2pgm.guard`."""
-    from .guard import deadline as _deadline
-
-    return _deadline(seconds, what)
-
-
-def summary_rows(graph: Graph) -> list[dict[str, Any]]:
-    """``inspect``'s rows: one per node (node, kind, op, shape, distribution, observed,
-    params)."""
-    from .summary import rows
-
-    return rows(graph)
-
-
-def summary_totals(graph: Graph) -> dict[str, Any]:
-    """``inspect``'s counts over the whole graph."""
-    from .summary import totals
-
-    return totals(graph)
-
-
-def summary_table(graph: Graph) -> str:
-    """``inspect``'s table of a graph's random variables, as text."""
-    from .summary import table
-
-    return table(graph)

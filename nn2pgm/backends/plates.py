@@ -24,22 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Nn2pgmError
-from ..ir import Graph, Shape
+from ..ir import Graph
+from ..structure.graph import batch_plate, has_batch_dim
+
+__all__ = ["PlateError", "batch_plate", "has_batch_dim", "plate_layout", "plate_warnings"]
 
 
 class PlateError(Nn2pgmError, ValueError):
     """``graph.model["plates"]`` holds something that is not a plate."""
-
-
-def has_batch_dim(shape: Shape) -> bool:
-    """True when a dimension of ``shape`` (of any tensor of a tuple shape) is symbolic."""
-    return any(has_batch_dim(d) if isinstance(d, tuple) else isinstance(d, str) for d in shape)
-
-
-def batch_plate(graph: Graph) -> dict[str, Any]:
-    """The plate of the samples: every node whose shape has a symbolic batch dimension."""
-    nodes = [node.id for node in graph if has_batch_dim(node.shape)]
-    return {"id": "N", "label": "N", "size": "N", "nodes": nodes}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,2 @@
+"""Which units of a node depend on which units of another: dependency blocks composed along
+the graph (see :mod:`.patterns`)."""
