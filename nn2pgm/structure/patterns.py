@@ -113,6 +113,33 @@ class Pattern:
             return math.prod(f.rel.nnz() for f in self.terms[0])
         return int(self.matrix().nnz)
 
+    def each_output_once(self) -> bool:
+        """True when every output unit reads exactly one input unit (a cast, a reshape)."""
+        return self._exactly_one(rows=True)
+
+    def each_input_once(self) -> bool:
+        """True when every input unit is read by exactly one output unit (a linear map into
+        its activation)."""
+        return self._exactly_one(rows=False)
+
+    def _exactly_one(self, rows: bool) -> bool:
+        if not self.terms:
+            return False
+        if len(self.terms) == 1:
+            for f in self.terms[0]:
+                side = f.out if rows else f.inp
+                rel = f.rel if rows else f.rel.transpose()
+                if side and not bool((rel.row_counts() == 1).all()):
+                    return False
+                if not side and rel.nnz() != 1:
+                    return False
+            return True
+        try:
+            m = self.matrix()
+        except ValueError:
+            return False
+        return bool((np.asarray(m.sum(axis=1 if rows else 0)).ravel() == 1).all())
+
     def matrix(self, limit: int = 1 << 27) -> sp.csr_array:
         """The explicit ``units_out x units_in`` boolean matrix (row-major unit indices);
         refuses more than ``limit`` nonzeros."""

@@ -96,6 +96,9 @@ class _Interpreter:
         self.roots: list[int] = []
         self.fallbacks: list[str] = []
         self.exact = True
+        # The value of the last call when it is the node's value: its shape is the node's,
+        # so the call need not run (the first meta kernel of an op can cost seconds).
+        self.known: Any = None
 
     # -- templates ----------------------------------------------------------------------------
     def read(self, t: Any) -> tuple[Any, Any, Any]:
@@ -136,7 +139,7 @@ class _Interpreter:
         kw = {k: self.read(v) for k, v in call.get("kwargs", {}).items()}
         kwargs = {k: v[0] for k, v in kw.items()}
         kw_deps = {k: v[1] for k, v in kw.items()}
-        out = self._execute(fn, args, kwargs, last)
+        out = self.known if last and self.known is not None else self._execute(fn, args, kwargs)
         reals = {("a", i): r for i, r in enumerate(arg_reals or []) if r is not None}
         reals |= {("k", k): v[2] for k, v in kw.items() if v[2] is not None}
         rule_call = Call(fn, args, kwargs, out, self.semantics, reals.get)
@@ -147,14 +150,18 @@ class _Interpreter:
         real = self._fold(fn, args, kwargs, arg_deps, kw_deps, arg_reals, kw)
         self._store(fn, call, out, out_deps, real)
 
-    def _execute(self, fn: str, args: list, kwargs: dict, last: bool) -> Any:
+    def _execute(self, fn: str, args: list, kwargs: dict) -> Any:
         if fn == SAMPLED:
             return args[0]
         if fn.startswith("family::"):
             shape = tuple(int(d) for d in kwargs.get("shape", ()))
             return torch.empty(shape, device="meta")
-        with torch.device("meta"):
-            result = resolve(fn)(*args, **kwargs)
+        function = resolve(fn)
+        if _has_tensor(args) or _has_tensor(list(kwargs.values())):
+            result = function(*args, **kwargs)
+        else:  # a factory (torch.zeros(shape)): made on the meta device too
+            with torch.device("meta"):
+                result = function(*args, **kwargs)
         return args[0] if fn == SETITEM else result
 
     def _compose(self, out: Any, found: dict, arg_deps: list, kw_deps: dict) -> Any:
@@ -237,6 +244,12 @@ def _widen(value: Any, dep: Any, sources: dict) -> Any:
     return dep
 
 
+def _has_tensor(values: list) -> bool:
+    return any(
+        is_tensor(v) or isinstance(v, (list, tuple)) and _has_tensor(list(v)) for v in values
+    )
+
+
 def _has_deps(deps: Any) -> bool:
     if isinstance(deps, dict):
         return bool(deps)
@@ -282,6 +295,10 @@ def node_dependence(
         run.reals.append(None)
         run.roots.append(i)
     calls = node.program.get("calls", [])
+    output = node.program.get("output", {"$ref": [-1]})
+    if calls and output in ({"$ref": [-1]}, {"$ref": [len(node.parents) + len(calls) - 1]}):
+        if calls[-1]["fn"] != SETITEM:
+            run.known = _meta_value(node.shape, node.dtype)
     try:
         for k, call in enumerate(calls):
             run.run_call(call, k == len(calls) - 1)

@@ -13,6 +13,7 @@ import nn2pgm
 from cli.main import main
 from nn2pgm.backends.pgmpy import PgmpyError, units
 from nn2pgm.verify import ks_two_sample
+from tests.backends import probe
 
 
 def names(layer: str, count: int) -> list[str]:
@@ -142,10 +143,40 @@ def test_activations_and_casts_fold_into_their_layers(decoder):
 
 
 def dependence_of(module: nn.Module, example: torch.Tensor, op: str) -> torch.Tensor:
+    """The dependency rules' answer for the node ``op`` on its first parent."""
     graph = nn2pgm.convert(module, example_inputs={"x": example})
     (node,) = [n for n in graph if n.op == op]
+    pattern = nn2pgm.unit_structure(graph).edge(node.parents[0], node.id)
+    return torch.from_numpy(pattern.dense())
+
+
+def probed(graph: nn2pgm.Graph, node_id: str, parent: str) -> torch.Tensor:
+    """The perturbation probe's answer (the test oracle)."""
+    node = graph[node_id]
     function = units.node_function(graph, node)
-    return units.dependence(node, node.parents[0], units.base_values(graph), function=function)
+    return probe.dependence(node, parent, probe.base_values(graph), function=function)
+
+
+@pytest.mark.parametrize(
+    "spec", ["fixtures/vae.py:VAE", "fixtures/lenet.py:LeNet", "fixtures/binary_net.py:BinaryNet"]
+)
+def test_the_rules_contain_what_the_probe_measures_and_the_plan_uses_the_rules(spec):
+    graph = nn2pgm.convert(spec)
+    structure = nn2pgm.unit_structure(graph)
+    for node in graph:
+        for parent in node.parents:
+            rule = torch.from_numpy(structure.edge(parent, node.id).dense())
+            seen = probed(graph, node.id, parent)
+            assert not (seen & ~rule).any(), f"{parent} -> {node.id}: the rules miss a dependence"
+            if node.op in ("Linear", "Conv2d", "view", "flatten", "MaxPool2d", "max_pool2d"):
+                assert torch.equal(seen, rule), f"{parent} -> {node.id}"
+    if spec.endswith("LeNet"):
+        return  # too many units for pgmpy's default limit
+    plan = units.plan(graph, max_units=100_000)
+    for layer in plan.layers:
+        for parent, matrix in zip(layer.parents, layer.structure):
+            want = structure.depends(layer.name, parent).pattern.dense()
+            assert np.array_equal(matrix.numpy(), want), f"{parent} -> {layer.name}"
 
 
 def test_dependence_of_a_convolution_is_its_receptive_fields():
@@ -208,3 +239,19 @@ def test_check_command_with_the_pgmpy_backend(capsys):
     )
     assert code == 2
     assert "over the limit of 9" in capsys.readouterr().err
+
+
+def test_an_over_limit_network_is_refused_from_its_blocks_before_any_unit_matrix(monkeypatch):
+    """Four dense layers of 4,096 units: 20,480 unit variables once the activations fold in,
+    counted from the dependency blocks; no unit-by-unit matrix is made on the way."""
+    from nn2pgm.structure.patterns import Pattern
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a unit matrix was made before the size was checked")
+
+    net = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(4096, 4096), nn.ReLU())])
+    graph = nn2pgm.convert(net, example_inputs={"input": torch.randn(1, 4096)})
+    monkeypatch.setattr(Pattern, "dense", refuse)
+    monkeypatch.setattr(Pattern, "matrix", refuse)
+    with pytest.raises(PgmpyError, match=r"20,480 unit variables, over the limit of 10,000"):
+        nn2pgm.to_pgmpy(graph)

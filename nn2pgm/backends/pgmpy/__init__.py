@@ -24,9 +24,6 @@ import numpy as np
 import torch
 
 from ...ir import Graph
-from . import discrete, linear_gaussian
-from .functional import to_functional
-from .runtime import build_linear_gaussian
 from .units import DEFAULT_MAX_UNITS, PgmpyError, Plan, event_shape, plan
 
 KINDS = ("auto", "functional", "discrete", "linear_gaussian")
@@ -63,11 +60,15 @@ def export(
     it exactly; see :func:`to_pgmpy`)."""
     if kind not in KINDS:
         raise PgmpyError(f"unknown pgmpy model kind {kind!r}: use one of {', '.join(KINDS)}")
-    layers = None
+    layers = _sized(graph, kind, max_units)  # refused over the limit before pgmpy is loaded
+    from . import discrete, linear_gaussian
+    from .functional import to_functional
+    from .runtime import build_linear_gaussian
+
     if kind in ("auto", "discrete"):
         reason = discrete.not_finite(graph)
         if reason is None:
-            layers = plan(graph, max_units=max_units)
+            layers = layers or plan(graph, max_units=max_units)
             try:
                 return Export("discrete", layers, discrete.to_discrete(layers))
             except PgmpyError as error:
@@ -87,6 +88,23 @@ def export(
             raise PgmpyError(f"not a linear-Gaussian network: {reason}")
     layers = layers or plan(graph, max_units=max_units)
     return Export("functional", layers, to_functional(layers, num_samples))
+
+
+def _sized(graph: Graph, kind: str, max_units: int) -> Plan | None:
+    """The layers plan, from the dependency blocks alone (pgmpy not imported yet): too large a
+    model is refused here. A linear-Gaussian network keeps only its random variables, so
+    ``auto`` refuses only when that smaller plan is too large as well."""
+    if kind == "linear_gaussian":
+        plan(graph, mode="stochastic", max_units=max_units)
+        return None
+    try:
+        return plan(graph, max_units=max_units)
+    except PgmpyError:
+        random = any(n.kind != "deterministic" and n.id not in graph.inputs for n in graph)
+        if kind != "auto" or not random:  # no random variable: not linear-Gaussian
+            raise
+        plan(graph, mode="stochastic", max_units=max_units)
+        return None
 
 
 def to_pgmpy(

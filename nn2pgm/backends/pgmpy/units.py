@@ -11,32 +11,33 @@ not itself folded into it. Inputs, random variables and outputs always stay laye
 ``stochastic`` mode folds every deterministic node but the inputs, which leaves the random
 variables only (the latent-variable view).
 
-Which units depend on which is the structural sparsity of each node's Jacobian, measured on the
-node's own CPD: unit ``k`` of a parent is set to +inf, -inf and NaN (to both truth values, for
-booleans) at a random point, and every unit whose value (or, for a random node, a distribution
-parameter) changes beyond rounding depends on it. Unlike a Jacobian at a random point, this
-sees through ReLU's flat half and through sign and step functions; a dense layer gives a
-complete bipartite graph even where a weight happens to be zero. Dependencies of a folded chain
-are the boolean product of its nodes' dependencies.
+Which units depend on which comes from the dependency rules of :mod:`nn2pgm.structure`
+(structural semantics: a dense layer is complete bipartite even where a weight is zero;
+dependence through ReLU's flat half, sign and step functions counts). The blocks are composed
+symbolically along folded chains, so the unit and edge counts are known, and an over-limit
+model refused, before any unit matrix is made.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...errors import Nn2pgmError
 from ...executor import cpd_function
 from ...ir import DETERMINISTIC, Graph, Node
-from .runtime import FAMILIES, UnitParams, broadcast_params
+from ...structure.graph import Structure
+from ...structure.patterns import Pattern, compose, union
+
+if TYPE_CHECKING:  # pgmpy and pyro load with .runtime: only once a model is built
+    from .runtime import UnitParams
 
 DEFAULT_MAX_UNITS = 10_000
 EDGES_PER_UNIT = 1_000  # edge budget: this many times the unit limit
 RAW_FACTOR = 10  # units over all nodes, before folding, measured at most: this many times
-_CHUNK = 1 << 22  # elements of one perturbation batch
 
 
 class PgmpyError(Nn2pgmError, ValueError):
@@ -128,6 +129,8 @@ def family_of(node: Node) -> str:
             f"input {node.id!r} holds {node.dtype} values of unknown range: pgmpy export "
             "supports float and bool inputs"
         )
+    from .runtime import FAMILIES
+
     if family not in FAMILIES:
         raise PgmpyError(
             f"node {node.id!r} has a {family} distribution: pgmpy export supports "
@@ -143,6 +146,8 @@ def distribution_params(node: Node) -> dict[str, Any]:
         return {"loc": 0.0, "scale": 1.0} if family == "Normal" else {"probs": 0.5}
     if family == "Delta":
         return {}
+    from .runtime import FAMILIES
+
     params = {k: v for k, v in node.distribution.params.items() if k in FAMILIES[family]}
     if family in ("Bernoulli", "Categorical") and len(params) != 1:
         raise PgmpyError(f"node {node.id!r}: {family} needs exactly one of probs and logits")
@@ -176,106 +181,18 @@ def unit_params(
         name: values[node.parents.index(source)] if isinstance(source, str) else source
         for name, source in distribution_params(node).items()
     }
+    from .runtime import broadcast_params
+
     return broadcast_params(family_of(node), sources, shape, n)
 
 
-# -- dependence of units ----------------------------------------------------------------------
-def base_values(
-    graph: Graph, seed: int = 0, functions: dict[str, CpdFunction] | None = None
-) -> dict[str, torch.Tensor]:
-    """One joint sample of every node (observed inputs drawn at random by dtype);
-    ``functions`` are the nodes' CPD functions when already compiled."""
-    functions = functions or {node.id: node_function(graph, node) for node in graph}
-    values: dict[str, torch.Tensor] = {}
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        for node in graph:
-            shape = (1, *event_shape(node))
-            if functions[node.id] is None:
-                if node.dtype == "bool":
-                    values[node.id] = torch.randint(0, 2, shape).bool()
-                elif node.dtype.startswith("float"):
-                    values[node.id] = torch.randn(shape)
-                else:
-                    values[node.id] = torch.zeros(shape, dtype=getattr(torch, node.dtype))
-            else:
-                args = [values[p].clone() for p in node.parents]
-                values[node.id] = functions[node.id](args, 1)
-    return values
-
-
-def _trials(dtype: torch.dtype) -> list[Any]:
-    if dtype == torch.bool:
-        return [False, True]
-    if dtype.is_floating_point:
-        return [math.inf, -math.inf, math.nan]
-    return [0, 1]
-
-
-def _flat(params: dict[str, torch.Tensor], rows: int, units: int) -> torch.Tensor:
-    return torch.cat([p.reshape(rows, units, -1).double() for p in params.values()], dim=2)
-
-
-def _changed(got: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Which ``(row, unit)`` moved: became or stopped being NaN, or moved by more than the
-    rounding noise of a batch (torch's kernels give batches of different sizes values that
-    differ in the last bits)."""
-    moved = (got - reference).abs() > 1e-4 * (1 + reference.abs())
-    return (moved | (got.isnan() != reference.isnan())).any(dim=2)
-
-
-def dependence(
-    node: Node,
-    parent: str,
-    base: dict[str, torch.Tensor],
-    params: UnitParams | None = None,
-    function: CpdFunction = None,
-) -> torch.Tensor:
-    """Boolean ``(units of node, units of parent)``: which unit of ``node`` reads which unit of
-    ``parent`` (see the module docstring); ``params`` computes the node's unit parameters,
-    by default from its CPD ``function``."""
-    params = params or (lambda values, n: unit_params(node, values, n, function))
-    units = math.prod(event_shape(node))
-    point = base[parent].reshape(1, -1)
-    k_units = point.shape[1]
-    trials = _trials(point.dtype)
-    others = [base[p] for p in node.parents]
-    at = node.parents.index(parent)
-    with torch.no_grad():
-        reference = _flat(params([v.clone() for v in others], 1), 1, units)
-        width = reference.shape[2]
-        per_unit = len(trials) * max(units * width, k_units)
-        step = max(1, _CHUNK // per_unit)
-        out = torch.zeros(units, k_units, dtype=torch.bool)
-        for start in range(0, k_units, step):
-            ks = torch.arange(start, min(k_units, start + step))
-            rows = len(ks) * len(trials)
-            xs = point.repeat(rows, 1)
-            fill = torch.tensor(trials, dtype=point.dtype).repeat(len(ks))
-            xs[torch.arange(rows), ks.repeat_interleave(len(trials))] = fill
-            values = [v.repeat(rows, *([1] * (v.dim() - 1))) for v in others]
-            values[at] = xs.reshape(rows, *base[parent].shape[1:])
-            got = _flat(params(values, rows), rows, units)
-            changed = _changed(got, reference).reshape(len(ks), len(trials), units).any(dim=1)
-            out[:, start : start + len(ks)] = changed.T
-    return out
-
-
 # -- layers -----------------------------------------------------------------------------------
-def _one_per_column(matrix: torch.Tensor) -> bool:
-    return bool((matrix.sum(dim=0) == 1).all())
-
-
-def _one_per_row(matrix: torch.Tensor) -> bool:
-    return bool((matrix.sum(dim=1) == 1).all())
-
-
 def count_units(graph: Graph) -> int:
     """Scalar units over all nodes of the graph, before folding."""
     return sum(math.prod(event_shape(node)) for node in graph)
 
 
-def folded(graph: Graph, deps: dict[tuple[str, str], torch.Tensor], mode: str) -> set[str]:
+def folded(graph: Graph, deps: dict[tuple[str, str], Pattern], mode: str) -> set[str]:
     """The deterministic nodes folded into the layers that read them."""
     if mode == "stochastic":
         return {n.id for n in graph if n.kind == DETERMINISTIC and n.id not in graph.inputs}
@@ -284,7 +201,7 @@ def folded(graph: Graph, deps: dict[tuple[str, str], torch.Tensor], mode: str) -
     into_reader = {
         n.id
         for n in candidates
-        if len(graph.children(n.id)) == 1 and _one_per_column(deps[graph.children(n.id)[0], n.id])
+        if len(graph.children(n.id)) == 1 and deps[graph.children(n.id)[0], n.id].each_input_once()
     }
     relabel = {
         n.id
@@ -292,14 +209,15 @@ def folded(graph: Graph, deps: dict[tuple[str, str], torch.Tensor], mode: str) -
         if n.id not in into_reader
         and len(n.parents) == 1
         and n.parents[0] not in into_reader
-        and _one_per_row(deps[n.id, n.parents[0]])
+        and deps[n.id, n.parents[0]].each_output_once()
     }
     return into_reader | relabel
 
 
 def plan(graph: Graph, *, mode: str = "layers", max_units: int = DEFAULT_MAX_UNITS) -> Plan:
     """Split ``graph`` into layers of scalar units (``mode``: ``layers`` or ``stochastic``);
-    refuse more than ``max_units`` units."""
+    refuse more than ``max_units`` units, or more than :data:`EDGES_PER_UNIT` times as many
+    unit edges, from the dependency blocks alone, before any unit matrix is made."""
     always = {*graph.inputs, *(graph.outputs if mode == "layers" else ())}
     kept = sum(
         math.prod(event_shape(n)) for n in graph if n.kind != DETERMINISTIC or n.id in always
@@ -311,69 +229,69 @@ def plan(graph: Graph, *, mode: str = "layers", max_units: int = DEFAULT_MAX_UNI
         raise PgmpyError(
             _too_large(f"up to {raw:,} unit variables (before folding activations)", max_units)
         )
-    functions = {node.id: node_function(graph, node) for node in graph}
-    base = base_values(graph, functions=functions)
-    deps = {
-        (node.id, parent): dependence(node, parent, base, function=functions[node.id])
-        for node in graph
-        for parent in node.parents
-    }
-    absorbed = folded(graph, deps, mode)
-    reach: dict[str, dict[str, torch.Tensor]] = {}
-
-    def heads(node_id: str) -> dict[str, torch.Tensor]:
-        """Dependence of ``node_id``'s units on the units of the layers it reads."""
-        if node_id in reach:
-            return reach[node_id]
-        node = graph[node_id]
-        out: dict[str, torch.Tensor] = {}
-        for parent in node.parents:
-            direct = deps[node_id, parent]
-            if parent in absorbed:
-                for head, inner in heads(parent).items():
-                    through = (direct.float() @ inner.float()) > 0
-                    out[head] = out[head] | through if head in out else through
-            else:
-                out[parent] = out[parent] | direct if parent in out else direct
-        reach[node_id] = out
-        return out
-
-    def members(node_id: str) -> list[str]:
-        found: set[str] = set()
-        stack = [node_id]
-        while stack:
-            for parent in graph[stack.pop()].parents:
-                if parent in absorbed and parent not in found:
-                    found.add(parent)
-                    stack.append(parent)
-        return [n.id for n in graph if n.id in found] + [node_id]
-
-    layers = []
     for node in graph:
-        if node.id in absorbed:
-            continue
-        parents = heads(node.id)
-        layers.append(
-            Layer(
-                name=node.id,
-                family=family_of(node),
-                shape=event_shape(node),
-                dtype=node.dtype,
-                members=members(node.id),
-                parents=list(parents),
-                structure=list(parents.values()),
-                latent=node.kind != DETERMINISTIC and not node.observed,
-                params=distribution_params(node),
-            )
+        node_function(graph, node)  # refuse a node nn2pgm cannot run, first
+    structure = Structure(graph)
+    deps = {(node.id, p): structure.edge(p, node.id) for node in graph for p in node.parents}
+    absorbed = folded(graph, deps, mode)
+    reach: dict[str, dict[str, Pattern]] = {}
+
+    def heads(node_id: str) -> dict[str, Pattern]:
+        """Dependence of ``node_id``'s units on the units of the layers it reads."""
+        if node_id not in reach:
+            out: dict[str, list[Pattern]] = {}
+            for parent in graph[node_id].parents:
+                direct = deps[node_id, parent]
+                if parent in absorbed:
+                    for head, inner in heads(parent).items():
+                        out.setdefault(head, []).append(compose(direct, inner))
+                else:
+                    out.setdefault(parent, []).append(direct)
+            reach[node_id] = {head: union(ps) for head, ps in out.items()}
+        return reach[node_id]
+
+    kept_nodes = [node for node in graph if node.id not in absorbed]
+    patterns = {node.id: heads(node.id) for node in kept_nodes}
+    units = sum(math.prod(event_shape(node)) for node in kept_nodes)
+    if units > max_units:
+        raise PgmpyError(_too_large(f"{units:,} unit variables", max_units))
+    edges = sum(_edges(p) for found in patterns.values() for p in found.values())
+    if edges > EDGES_PER_UNIT * max_units:
+        raise PgmpyError(_too_large(f"{edges:,} unit-to-unit edges", max_units, EDGES_PER_UNIT))
+    layers = [
+        Layer(
+            name=node.id,
+            family=family_of(node),
+            shape=event_shape(node),
+            dtype=node.dtype,
+            members=_members(graph, node.id, absorbed),
+            parents=list(patterns[node.id]),
+            structure=[torch.from_numpy(p.dense()) for p in patterns[node.id].values()],
+            latent=node.kind != DETERMINISTIC and not node.observed,
+            params=distribution_params(node),
         )
-    result = Plan(graph, layers)
-    if result.units > max_units:
-        raise PgmpyError(_too_large(f"{result.units:,} unit variables", max_units))
-    if result.edges > EDGES_PER_UNIT * max_units:
-        raise PgmpyError(
-            _too_large(f"{result.edges:,} unit-to-unit edges", max_units, EDGES_PER_UNIT)
-        )
-    return result
+        for node in kept_nodes
+    ]
+    return Plan(graph, layers)
+
+
+def _edges(p: Pattern) -> int:
+    try:
+        return p.nnz()
+    except ValueError:  # too many to count one by one: at most all pairs
+        return p.units_out * p.units_in
+
+
+def _members(graph: Graph, node_id: str, absorbed: set[str]) -> list[str]:
+    """The folded nodes of a layer (in graph order), then its head."""
+    found: set[str] = set()
+    stack = [node_id]
+    while stack:
+        for parent in graph[stack.pop()].parents:
+            if parent in absorbed and parent not in found:
+                found.add(parent)
+                stack.append(parent)
+    return [n.id for n in graph if n.id in found] + [node_id]
 
 
 def _too_large(what: str, max_units: int, per_unit: int = 1) -> str:
