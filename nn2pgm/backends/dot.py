@@ -91,12 +91,15 @@ def to_dot(graph: Graph) -> str:
     boxes = {("plate", plate.id): plate.label for plate in layout.plates}
     lines.extend(_cluster_lines("", members, children, "  ", _Drawing(boxes, layout.notes)))
     kinds: dict[str, None] = {}
+    blocks = _unit_blocks(graph)
     for node in nodes:
         for parent in node.parents:
             kind = graph.edge_kind(parent, node.id)
             kinds[kind] = None
             attrs = [EDGE_STYLES[kind]] if EDGE_STYLES.get(kind) else []
-            role = _parameter_of(node, parent)
+            role = "\n".join(
+                x for x in (_parameter_of(node, parent), blocks.get((parent, node.id))) if x
+            )
             if role:
                 attrs.append(f"label={_quote(role)}, fontsize=9")
             style = f" [{', '.join(attrs)}]" if attrs else ""
@@ -105,6 +108,17 @@ def to_dot(graph: Graph) -> str:
     lines.extend(_legend(used_styles, kinds, _legend_prefix(nodes)))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _unit_blocks(graph: Graph) -> dict[tuple[str, str], str]:
+    """At unit granularity, each edge's dependency pattern in short (``complete bipartite
+    784×20``, ``local 5×5 window, stride 1``); diagonal edges need no label."""
+    found = {}
+    for block in (graph.model.get("units") or {}).get("blocks", []):
+        text = str(block.get("pattern", "")).split(" (")[0]
+        if text and text != "diagonal":
+            found[(block.get("source"), block.get("target"))] = text
+    return found
 
 
 def _parameter_of(node: Node, parent: str) -> str:

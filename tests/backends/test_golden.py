@@ -31,13 +31,20 @@ CASES = {
         },
     ),
     "gpt2_collapsed": ("fixtures/gpt2.py:GPT2", {"collapse_repeats": True}),
+    "vae_units": ("fixtures/vae.py:VAE", {"granularity": "unit"}),
+    "vae_latent_units": ("fixtures/vae.py:VAE", {"view": "latent", "granularity": "unit"}),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_dot_matches_golden(name):
     source, options = CASES[name]
-    text = nn2pgm.to_dot(nn2pgm.convert(source, **options))
+    options = dict(options)
+    unit = options.pop("granularity", None) == "unit"
+    graph = nn2pgm.convert(source, **options)
+    if unit:
+        nn2pgm.units(graph)
+    text = nn2pgm.to_dot(graph)
     path = GOLDEN / f"{name}.dot"
     if os.environ.get("NN2PGM_UPDATE_GOLDEN"):
         path.write_text(text)
