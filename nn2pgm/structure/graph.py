@@ -144,13 +144,18 @@ class Structure:
         return {node.id: sum(_prod(s) for _, s in leaves(node.shape)) for node in self.graph}
 
     def edges(self) -> list[tuple[str, str, Pattern]]:
-        """Every (parent, child, pattern) of tensor-valued nodes, in graph order."""
+        """Every (parent, child, pattern) in graph order; an element of a tuple-valued node
+        is named ``node[k]``."""
         out = []
         for node in self.graph:
-            for parent in node.parents:
-                if _is_tensor(self.graph, parent) and _is_tensor(self.graph, node.id):
-                    out.append((parent, node.id, self.edge(parent, node.id)))
+            for leaf, by_source in self.node(node.id).patterns.items():
+                for (parent, pleaf), pattern in by_source.items():
+                    out.append((_leaf_name(parent, pleaf), _leaf_name(node.id, leaf), pattern))
         return out
+
+
+def _leaf_name(node_id: str, leaf: tuple) -> str:
+    return node_id + "".join(f"[{k}]" for k in leaf)
 
 
 def _size(p: Pattern) -> int:

@@ -105,7 +105,7 @@ class _Interpreter:
         """(meta value, dependence, real constant or None) of template ``t``."""
         if isinstance(t, list):
             parts = [self.read(x) for x in t]
-            return [p[0] for p in parts], [p[1] for p in parts], None
+            return [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts]
         if isinstance(t, dict) and len(t) == 1:
             ((tag, v),) = t.items()
             if tag == "$ref":

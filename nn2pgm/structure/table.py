@@ -310,9 +310,12 @@ def rule_for(fn: str) -> Rule | None:
 def apply(call: Call) -> tuple[Result, bool]:
     """The rule's answer for ``call`` and whether a rule (not the fallback) gave it."""
     rule = rule_for(call.fn)
-    if rule is None:
-        return fallback(call), False
-    try:
-        return rule(call), True
-    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, AttributeError):
-        return fallback(call), False
+    if rule is not None:
+        try:
+            return rule(call), True
+        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, AttributeError):
+            pass
+    found = fallback(call)
+    for pattern in found.values():
+        pattern.exact = False  # a superset
+    return found, False
