@@ -44,6 +44,10 @@ def _nnz(p: Pattern) -> int:
 
 
 def _window_text(p: Pattern, windows: list) -> str:
+    if all(len(f.rel.offsets) == 1 for f in windows):
+        steps = sorted({f.rel.stride for f in windows})
+        step = "" if steps == [1] else f", step {'×'.join(str(f.rel.stride) for f in windows)}"
+        return f"slice{step}: each output unit reads one input unit"
     sizes = "×".join(str(len(f.rel.offsets)) for f in windows)
     strides = {f.rel.stride for f in windows}
     stride = strides.pop() if len(strides) == 1 else "×".join(str(f.rel.stride) for f in windows)

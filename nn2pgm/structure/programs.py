@@ -27,6 +27,9 @@ VIEWS = set(
     select narrow split chunk unbind expand expand_as view_as detach movedim diagonal
     as_strided swapaxes swapdims tensor_split split_with_sizes""".split()
 )
+INPLACE_DUNDERS = set(
+    "add sub mul truediv floordiv mod pow and or xor lshift rshift matmul".split()
+)
 MAX_FOLD = 1 << 24  # elements of a constant computed in a program for the weights semantics
 
 
@@ -203,10 +206,13 @@ class _Interpreter:
         self.reals.append(real)
         alias = source is not None and name in VIEWS
         self.roots.append(self.roots[source] if alias else index)
+        last = fn.rsplit(".", 1)[-1]
         inplace = (
             fn == SETITEM
-            or fn.rsplit(".", 1)[-1].endswith("_")
-            or fn.endswith(("__iadd__", "__imul__", "__isub__", "__itruediv__"))
+            or last.endswith("_")
+            and not last.startswith("__")
+            or last.startswith("__i")
+            and last[3:-2] in INPLACE_DUNDERS
         )
         if inplace and source is not None:
             self._mutated(source, out_deps)
@@ -312,7 +318,8 @@ def node_dependence(
         IndexError,
         KeyError,
     ) as error:
-        return conservative(graph, node, f"its program could not be read on meta tensors ({error})")
+        reason = f"{type(error).__name__} on meta tensors"
+        return conservative(graph, node, f"its program could not be read ({reason})")
     result = NodeDependence(node.id, fallbacks=sorted(set(run.fallbacks)))
     expected = dict(leaves(node.shape))
     for leaf, shape in expected.items():

@@ -287,6 +287,10 @@ def rule_for(fn: str) -> Rule | None:
     if fn.startswith("family::"):
         name = fn.removeprefix("family::")
         return _family(name) if name in FAMILIES else None
+    if fn.startswith("onnx::"):
+        from .onnx_rules import rule_for as onnx_rule
+
+        return onnx_rule(fn)
     if not fn.startswith("torch."):
         return None
     name = base_name(fn)

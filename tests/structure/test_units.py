@@ -164,3 +164,46 @@ def test_blocks_are_recorded_with_kind_shape_and_parameters():
     assert conv["blocks"]["out_shape"] == [1, 6, 28, 28] and conv["edges"] == 107_736
     assert found["units"] == sum(found["nodes"].values())
     assert found["edges"] == sum(b["edges"] for b in found["blocks"])
+
+
+def test_a_slice_read_by_an_elementwise_op_stays_exact():
+    class Net(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x[:, :, :4] * 2  # __getitem__ and __mul__ are not in-place writes
+            z = x.clone()
+            z += 1  # this is one: z reads x and the constant
+            return y + z[:, :, 4:]
+
+    graph = convert(Net(), 3, 8)
+    structure = nn2pgm.unit_structure(graph)
+    dep = structure.depends(graph.outputs[0], "x")
+    assert dep.exact and dep.pattern.nnz() == 12 * 2  # y's unit and z's unit
+    edges = {(a, b): p for a, b, p in structure.edges()}
+    assert nn2pgm.depends(graph, "getitem", "x").describe() == (
+        "slice: each output unit reads one input unit (12 edges)"
+    )
+    assert all(p.exact for p in edges.values())
+
+
+def test_reading_a_slice_inside_one_program_is_not_an_in_place_write():
+    from nn2pgm.ir import STOCHASTIC, Graph, Node
+
+    graph = Graph({"name": "sliced"})
+    graph.add(Node("x", "input", kind=STOCHASTIC, observed=True, shape=("N", 3, 8)))
+    cut = {"$tuple": [{"$slice": [None, None, None]}] * 2 + [{"$slice": [None, 4, None]}]}
+    calls = [
+        {"fn": "torch.Tensor.__getitem__", "args": [{"$ref": [0]}, cut], "kwargs": {}},
+        {"fn": "torch.Tensor.__mul__", "args": [{"$ref": [1]}, 2], "kwargs": {}},
+        {"fn": "torch.Tensor.__add__", "args": [{"$ref": [1]}, {"$ref": [2]}], "kwargs": {}},
+    ]
+    graph.add(
+        Node(
+            "y",
+            "sliced",
+            shape=("N", 3, 4),
+            parents=("x",),
+            program={"calls": calls, "output": {"$ref": [-1]}},
+        )
+    )
+    dep = nn2pgm.depends(graph, "y", "x")
+    assert dep.exact and dep.pattern.nnz() == 12
