@@ -76,17 +76,22 @@ def _one(n: int, i: int) -> np.ndarray:
     return mask
 
 
-def select(call: Call) -> Result:
-    x = call.args[0]
-    xs = shape_of(x)
-    d = _axis(int(call.arg(1, "dim")), len(xs))
-    i = int(call.arg(2, "index")) % xs[d]
+def _picked_along(out: tuple, xs: tuple, d: int, i: int) -> Pattern:
+    """Element ``i`` of axis ``d`` (the axis removed): ``select``, ``unbind``."""
     factors = [
         Factor((o,), (a,), R.Ident(xs[a]))
         for o, a in enumerate(b for b in range(len(xs)) if b != d)
     ]
     factors.append(Factor((), (d,), R.Full(1, xs[d], None, _one(xs[d], i))))
-    return {((), ("a", 0)): Pattern.of(shape_of(call.out), xs, factors)}
+    return Pattern.of(out, xs, factors)
+
+
+def select(call: Call) -> Result:
+    x = call.args[0]
+    xs = shape_of(x)
+    d = _axis(int(call.arg(1, "dim")), len(xs))
+    i = int(call.arg(2, "index")) % xs[d]
+    return {((), ("a", 0)): _picked_along(shape_of(call.out), xs, d, i)}
 
 
 def _slab(out_shape: tuple, in_shape: tuple, d: int, start: int) -> Pattern:
@@ -117,12 +122,7 @@ def split(call: Call) -> Result:
     for k, piece in enumerate(call.out):
         ps = shape_of(piece)
         if name == "unbind":
-            factors = [
-                Factor((o,), (a,), R.Ident(xs[a]))
-                for o, a in enumerate(b for b in range(len(xs)) if b != d)
-            ]
-            factors.append(Factor((), (d,), R.Full(1, xs[d], None, _one(xs[d], k))))
-            result[(k,), ("a", 0)] = Pattern.of(ps, xs, factors)
+            result[(k,), ("a", 0)] = _picked_along(ps, xs, d, k)
             continue
         result[(k,), ("a", 0)] = _slab(ps, xs, d, start)
         start += ps[d]

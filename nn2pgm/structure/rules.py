@@ -251,6 +251,11 @@ def group_norm(call: Call) -> Result:
     factors.append(Factor((1,), (1,), R.kron([R.Ident(groups), R.Full(c // groups, c // groups)])))
     factors += [Factor((a,), (a,), R.Full(n, n)) for a, n in enumerate(shape) if a > 1]
     result = {((), ("a", 0)): Pattern.of(shape, shape, factors)}
+    return _with_channel_params(result, call, shape)
+
+
+def _with_channel_params(result: Result, call: Call, shape: tuple) -> Result:
+    """``result`` with the per-channel parameters (every tensor argument but the input)."""
     for loc, t in _tensor_args(call):
         if loc != ("a", 0):
             result[(), loc] = _channelwise(shape, shape_of(t))
@@ -274,20 +279,14 @@ def batch_norm(call: Call) -> Result:
     training = bool(call.arg(5, "training", False))
     axes = {a: R.Full(n, n) for a, n in enumerate(shape) if a != 1} if training else {}
     result = {((), ("a", 0)): along(shape, axes)}
-    for loc, t in _tensor_args(call):
-        if loc != ("a", 0):
-            result[(), loc] = _channelwise(shape, shape_of(t))
-    return result
+    return _with_channel_params(result, call, shape)
 
 
 def instance_norm(call: Call) -> Result:
     x = call.args[0]
     shape = shape_of(x)
     result = {((), ("a", 0)): along(shape, {a: R.Full(n, n) for a, n in enumerate(shape) if a > 1})}
-    for loc, t in _tensor_args(call):
-        if loc != ("a", 0):
-            result[(), loc] = _channelwise(shape, shape_of(t))
-    return result
+    return _with_channel_params(result, call, shape)
 
 
 def glu(call: Call) -> Result:
