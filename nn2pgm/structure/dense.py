@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import relations as R
+from .known import Known
 from .patterns import Factor, Pattern
 from .rules import Call, Result, _tensor_args, broadcast, fallback, is_tensor, shape_of
 
@@ -158,14 +159,22 @@ def one_hot(call: Call) -> Result:
 
 def attention(call: Call) -> Result:
     """``scaled_dot_product_attention(q, k, v)``: query ``l`` reads every key and value
-    position (those at or before ``l`` when causal), every feature of ``q`` and ``k`` and the
-    same feature of ``v``."""
+    position (those at or before ``l`` when causal, or the mask keeps), every feature of ``q``
+    and ``k`` and the same feature of ``v``; a query that sees one key only is that key's
+    value, whatever ``q`` and ``k`` (the first under a causal mask)."""
     q, k, v = call.args[0], call.arg(1, "key"), call.arg(2, "value")
     out = shape_of(call.out)
     causal = bool(call.arg(5, "is_causal", False))
     mask = call.arg(3, "attn_mask")
     L, S = shape_of(q)[-2], shape_of(k)[-2]
-    rel = _attention_block(L, S, causal, mask)
+    where = _loc(call, 3, "attn_mask")
+    rel = _attention_block(L, S, causal, call.real(where), call.known(where))
+    q_rel, k_rel = None, rel
+    if L * S <= 1 << 22:
+        keys = rel.sparse().toarray()
+        scored = keys.sum(axis=1) >= 2  # queries whose softmax weighs several keys
+        if not scored.all():
+            q_rel, k_rel = R.Explicit(np.diag(scored)), R.Explicit(keys & scored[:, None])
     batch = LETTERS[: len(out) - 2]
 
     def pattern(t: torch.Tensor, last: str, axis_rel: R.Rel | None) -> Pattern:
@@ -177,8 +186,8 @@ def attention(call: Call) -> Result:
         return _grouped_heads(Pattern.of(out, ts, factors), out, ts)
 
     result = {
-        ((), ("a", 0)): pattern(q, "f", None),
-        ((), _loc(call, 1, "key")): pattern(k, "f", rel),
+        ((), ("a", 0)): pattern(q, "f", q_rel),
+        ((), _loc(call, 1, "key")): pattern(k, "f", k_rel),
         ((), _loc(call, 2, "value")): pattern(v, "e", rel),
     }
     if is_tensor(mask):
@@ -192,12 +201,17 @@ def _grouped_heads(p: Pattern, out: tuple, ts: tuple) -> Pattern:
     return p
 
 
-def _attention_block(L: int, S: int, causal: bool, mask: Any) -> R.Rel:
-    if causal:
-        return R.simplify(R.Explicit(np.tril(np.ones((L, S), bool))))
-    if is_tensor(mask) and mask.dtype == torch.bool and not mask.is_meta and mask.dim() == 2:
-        return R.simplify(R.Explicit(mask.numpy()))
-    return R.Full(L, S)
+def _attention_block(L: int, S: int, causal: bool, mask: Any, known: Any = None) -> R.Rel:
+    """Which keys each query reads: causal, and where a mask is not known to hide the key
+    (a known False, or a known ``-inf``, in any batch and head: ``any`` over them); else all."""
+    keep = np.tril(np.ones((L, S), bool)) if causal else np.ones((L, S), bool)
+    if known is None and is_tensor(mask) and not mask.is_meta:
+        known = Known(torch.ones(mask.shape, dtype=torch.bool), mask)
+    if known is not None and known.mask.dim() >= 2 and tuple(known.mask.shape[-2:]) == (L, S):
+        v = known.value
+        hidden = known.mask & (~v.bool() if v.dtype == torch.bool else v == float("-inf"))
+        keep &= (~hidden).reshape(-1, L, S).any(dim=0).numpy()
+    return R.simplify(R.Explicit(keep))
 
 
 def _loc(call: Call, i: int, name: str) -> tuple:
@@ -363,18 +377,47 @@ def _pad_axis(n: int, m: int, left: int, mode: str) -> R.Rel:
 
 
 def interpolate(call: Call) -> Result:
-    """Resizing: output ``o`` reads the input units around ``o * in / out`` (a superset of
-    what nearest, linear and cubic modes read)."""
+    """Resizing (``interpolate(input, size, scale_factor, mode, align_corners,
+    recompute_scale_factor, antialias)``): ``area`` reads its adaptive-pooling window; the
+    other modes the units around the source coordinate of each output (half-pixel, aligned
+    corners or the given scale factor; wider by the scale when antialiased), a superset."""
     x = call.args[0]
     xs, out = shape_of(x), shape_of(call.out)
+    name = call.fn.rsplit(".", 1)[-1]
+    mode = {"upsample_bilinear": "bilinear", "upsample_nearest": "nearest"}.get(
+        name, call.arg(3, "mode", "nearest")
+    )
+    align = name == "upsample_bilinear" or bool(call.arg(4, "align_corners", False))
+    given = call.arg(2, "scale_factor")
+    scales = [None] * (len(xs) - 2)
+    if given is not None and not call.arg(5, "recompute_scale_factor"):
+        scales = (
+            [float(v) for v in given]
+            if isinstance(given, (list, tuple))
+            else [float(given)] * len(scales)
+        )
+    antialias = bool(call.arg(6, "antialias", False))
     factors = [Factor((a,), (a,), R.Ident(xs[a])) for a in range(2)]
-    for a in range(2, len(xs)):
-        n, m = out[a], xs[a]
-        rel = np.zeros((n, m), bool)
-        for o in range(n):
-            centre = (o + 0.5) * m / n - 0.5
-            lo, hi = math.floor(centre) - 1, math.floor(centre) + 2
-            rel[o, max(lo, 0) : min(hi, m - 1) + 1] = True
-            rel[o, min(max((o * m) // n, 0), m - 1)] = True
-        factors.append(Factor((a,), (a,), R.simplify(R.Explicit(rel))))
+    for a, scale in zip(range(2, len(xs)), scales):
+        rel = _resized(out[a], xs[a], mode, align, scale, antialias)
+        factors.append(Factor((a,), (a,), rel))
     return {((), ("a", 0)): Pattern.of(out, xs, factors)}
+
+
+def _resized(n: int, m: int, mode: str, align: bool, scale: float | None, antialias: bool) -> R.Rel:
+    """The input units (of ``m``) that each of ``n`` resized units reads."""
+    rel = np.zeros((n, m), bool)
+    if mode == "area":  # adaptive average pooling
+        for o in range(n):
+            rel[o, (o * m) // n : -((-(o + 1) * m) // n)] = True
+        return R.simplify(R.Explicit(rel))
+    ratios = {m / n} | ({1 / scale} if scale else set())
+    support = (2 if "cubic" in mode else 1) * max(1.0, *ratios) if antialias else 0.0
+    for o in range(n):
+        centres = [o * (m - 1) / (n - 1) if n > 1 else 0.0] if align else []
+        for r in ratios:  # half-pixel (linear, cubic), nearest, nearest-exact and antialias
+            centres += [(o + 0.5) * r - 0.5, o * r, (o + 0.5) * r]
+        for c in centres:
+            lo, hi = math.floor(c - support) - 1, math.floor(c + support) + 2
+            rel[o, max(lo, 0) : max(min(hi, m - 1), 0) + 1] = True
+    return R.simplify(R.Explicit(rel))

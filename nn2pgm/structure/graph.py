@@ -72,8 +72,16 @@ class Structure:
     def node(self, node_id: str) -> NodeDependence:
         """Which units of ``node_id`` read which units of its parents."""
         if node_id not in self._nodes:
-            node = self.graph[node_id]
-            self._nodes[node_id] = node_dependence(self.graph, node, self.semantics, self._metas)
+            for node in self.graph:  # in order: a node reads its parents' known units
+                if node.id not in self._nodes:
+                    knowns = {
+                        p: self._nodes[p].known.get(()) for p in node.parents if p in self._nodes
+                    }
+                    self._nodes[node.id] = node_dependence(
+                        self.graph, node, self.semantics, self._metas, knowns
+                    )
+                if node.id == node_id:
+                    break
         return self._nodes[node_id]
 
     def edge(self, parent: str, child: str) -> Pattern:

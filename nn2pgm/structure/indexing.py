@@ -4,14 +4,15 @@ constant indices, and ``x[i] = v``."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from . import relations as R
-from .patterns import Factor, Pattern
-from .rules import Call, Result, _axis, broadcast, fallback, is_tensor, shape_of
+from .patterns import Factor, Pattern, compose
+from .rules import Call, Conservative, Result, _axis, broadcast, fallback, is_tensor, shape_of
 
 
 def _picked(n: int, m: int, rows: np.ndarray, cols: np.ndarray) -> R.Rel:
@@ -24,7 +25,7 @@ def getitem(call: Call) -> Result:
     """``x[index]`` with ints, slices, ``None``, ``...`` and at most one constant 1-D integer
     or boolean tensor; other indices (several tensors, tensors computed from the input) read
     through the conservative rule."""
-    x, index = call.args[0], call.args[1]
+    x, index = call.args[0], _known(call.args[1], call.real(("a", 1)))
     xs, out = shape_of(x), shape_of(call.out)
     items = list(index) if isinstance(index, tuple) else [index]
     tensors = [t for t in items if is_tensor(t)]
@@ -60,6 +61,26 @@ def getitem(call: Call) -> Result:
             return fallback(call)
     result = {((), ("a", 0)): Pattern.of(out, xs, factors)}
     return result
+
+
+def _known(meta: Any, real: Any) -> Any:
+    """An argument with its constant tensors' values where the program knows them (on meta
+    tensors a constant index has only a shape)."""
+    if is_tensor(real) and not real.is_meta:
+        return real
+    if (
+        isinstance(meta, (list, tuple))
+        and isinstance(real, (list, tuple))
+        and len(real) == len(meta)
+    ):
+        return type(meta)(_known(m, r) for m, r in zip(meta, real))
+    return meta
+
+
+def constant(call: Call, i: int, name: str) -> Any:
+    """Argument ``i`` (keyword ``name``), as its value when it is a known constant tensor."""
+    meta = call.arg(i, name)
+    return _known(meta, call.real(("a", i) if len(call.args) > i else ("k", name)))
 
 
 def _consumes(item: Any) -> int:
@@ -182,13 +203,19 @@ def repeat(call: Call) -> Result:
 
 def repeat_interleave(call: Call) -> Result:
     x = call.args[0]
-    repeats = call.arg(1, "repeats")
+    repeats = constant(call, 1, "repeats")
     dim = call.arg(2, "dim")
-    if not isinstance(repeats, int) or dim is None:
+    if is_tensor(repeats) and not repeats.is_meta and repeats.numel() == 1:
+        repeats = int(repeats.reshape(-1)[0])
+    if dim is None or not (isinstance(repeats, int) or is_tensor(repeats) and not repeats.is_meta):
         return fallback(call)
     xs, out = shape_of(x), shape_of(call.out)
     d = _axis(int(dim), len(xs))
-    rel = R.kron([R.Ident(xs[d]), R.Full(repeats, 1)])
+    if isinstance(repeats, int):
+        rel = R.kron([R.Ident(xs[d]), R.Full(repeats, 1)])
+    else:  # unit j repeated repeats[j] times
+        cols = np.repeat(np.arange(xs[d]), repeats.reshape(-1).long().numpy())
+        rel = _picked(out[d], xs[d], np.arange(len(cols)), cols)
     return {((), ("a", 0)): _axis_map(out, xs, d, rel)}
 
 
@@ -238,7 +265,7 @@ def roll(call: Call) -> Result:
 
 
 def index_select(call: Call) -> Result:
-    x, index = call.args[0], call.arg(2, "index")
+    x, index = call.args[0], constant(call, 2, "index")
     xs, out = shape_of(x), shape_of(call.out)
     d = _axis(int(call.arg(1, "dim")), len(xs))
     if not is_tensor(index) or index.is_meta:
@@ -255,12 +282,8 @@ def gather(call: Call) -> Result:
     x = call.args[0]
     xs, out = shape_of(x), shape_of(call.out)
     d = _axis(int(call.arg(1, "dim")), len(xs))
-    factors = [
-        Factor((a,), (a,), R.Full(out[a], xs[a]) if a == d else _prefix(out[a], xs[a]))
-        for a in range(len(xs))
-    ]
-    result = {((), ("a", 0)): Pattern.of(out, xs, factors)}
-    index = call.arg(2, "index")
+    index = constant(call, 2, "index")
+    result = {((), ("a", 0)): _gathered(out, xs, d, index)}
     if is_tensor(index):
         result[(), ("a", 2) if len(call.args) > 2 else ("k", "index")] = broadcast(
             out, shape_of(index)
@@ -268,19 +291,42 @@ def gather(call: Call) -> Result:
     return result
 
 
+def _gathered(out: tuple, xs: tuple, d: int, index: Any) -> Pattern:
+    """The output unit at ``p`` reads ``x`` at ``p`` with coordinate ``d`` replaced by
+    ``index[p]``: exactly when the index is a known constant, else all of axis ``d``. Off
+    ``d``, an axis of size 1 in ``x`` is broadcast (``take_along_dim``)."""
+    if is_tensor(index) and not index.is_meta and index.dim() == len(out):
+        picks = np.broadcast_to(index.long().numpy(), out)
+        coords = [np.broadcast_to(c, out).reshape(-1) % n for c, n in zip(np.indices(out), xs)]
+        coords[d] = picks.reshape(-1) % xs[d]
+        cols = np.ravel_multi_index(coords, xs)
+        axes = tuple(range(len(xs)))
+        rel = _picked(math.prod(out), math.prod(xs), np.arange(len(cols)), cols)
+        return Pattern.of(out, xs, [Factor(axes, axes, rel)])
+    factors = [
+        Factor((a,), (a,), R.Full(out[a], xs[a]) if a == d else _prefix(out[a], xs[a]))
+        for a in range(len(xs))
+    ]
+    return Pattern.of(out, xs, factors)
+
+
 def _prefix(n: int, m: int) -> R.Rel:
+    """The first ``n`` of ``m`` units (all ``n`` reading the one unit when ``m`` is 1)."""
+    if m == 1 and n > 1:
+        return R.Full(n, 1)
     return R.Ident(n) if n == m else R.Window(n, m, 1, (0,))
 
 
 def setitem(call: Call) -> Result:
-    """``x[index] = v``: the written units read ``v``; the rest keep reading ``x``. Both
-    patterns are taken whole (a superset) unless the index is all basic."""
+    """``x[index] = v``: the written units read ``v`` (the unit broadcast onto them, for an
+    index of ints, slices, ``None`` and ``...``; all of ``v`` otherwise); every unit keeps
+    reading its own unit of ``x`` (a superset for the written ones)."""
     x = call.args[0]
     xs = shape_of(x)
     result = {((), ("a", 0)): Pattern.identity(xs)}
     value = call.args[2] if len(call.args) > 2 else None
     if is_tensor(value):
-        result[(), ("a", 2)] = Pattern.full(xs, shape_of(value))
+        result[(), ("a", 2)] = _written(call, xs, shape_of(value))
     index = call.args[1]
     items = index if isinstance(index, tuple) else (index,)
     for j, item in enumerate(items):
@@ -291,8 +337,27 @@ def setitem(call: Call) -> Result:
     return result
 
 
+def _written(call: Call, xs: tuple, vs: tuple) -> Pattern:
+    """Which units of ``v`` each unit of ``x`` reads after ``x[index] = v``: a selected unit
+    reads the unit of ``v`` broadcast onto it (the selection's pattern, transposed)."""
+    index = call.args[1]
+    items = index if isinstance(index, tuple) else (index,)
+    if any(is_tensor(i) or isinstance(i, (list, bool)) for i in items):
+        return Pattern.full(xs, vs, exact=False)
+    selected = torch.empty(xs, device="meta")[index]
+    picked = getitem(Call(call.fn, [call.args[0], index], {}, selected))
+    chosen = picked.get(((), ("a", 0)))
+    if isinstance(picked, Conservative) or chosen is None or len(chosen.terms) != 1:
+        return Pattern.full(xs, vs, exact=False)
+    ss = shape_of(selected)
+    back = [Factor(f.inp, f.out, f.rel.transpose()) for f in chosen.terms[0]]
+    return compose(Pattern.of(xs, ss, back), broadcast(ss, vs))
+
+
 def take_along_dim(call: Call) -> Result:
     x, index = call.args[0], call.args[1]
-    result = gather(Call(call.fn, [x, call.arg(2, "dim", 0)], {}, call.out))
-    result[(), ("a", 1)] = broadcast(shape_of(call.out), shape_of(index))
+    out, xs = shape_of(call.out), shape_of(x)
+    d = _axis(int(call.arg(2, "dim", 0)), len(xs))
+    result = {((), ("a", 0)): _gathered(out, xs, d, constant(call, 1, "indices"))}
+    result[(), ("a", 1)] = broadcast(out, shape_of(index))
     return result

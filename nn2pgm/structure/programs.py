@@ -16,7 +16,7 @@ from ..ir import Graph, Node, is_tuple_shape
 from ..ops import resolve
 from ..ops.families import SAMPLED
 from ..ops.program import SETITEM, ProgramError, _builder
-from . import table
+from . import known, table
 from .patterns import Pattern, compose, union
 from .rules import Call, is_tensor
 
@@ -43,6 +43,7 @@ class NodeDependence:
     fallbacks: list[str] = field(default_factory=list)
     exact: bool = True
     note: str = ""
+    known: dict[Leaf, Any] = field(default_factory=dict)  # leaf -> known.Known (see .known)
 
 
 def unit_shape(shape: Any) -> Any:
@@ -96,12 +97,14 @@ class _Interpreter:
         self.values: list[Any] = []
         self.deps: list[Any] = []
         self.reals: list[Any] = []
+        self.knowns: list[Any] = []  # per value: known.Known, a list for a tuple, or None
         self.roots: list[int] = []
         self.fallbacks: list[str] = []
         self.exact = True
         # The value of the last call when it is the node's value: its shape is the node's,
         # so the call need not run (the first meta kernel of an op can cost seconds).
-        self.known: Any = None
+        self.node_value: Any = None
+        self.pending: Any = None  # the known units of the call being read
 
     # -- templates ----------------------------------------------------------------------------
     def read(self, t: Any) -> tuple[Any, Any, Any]:
@@ -129,6 +132,22 @@ class _Interpreter:
                 return {k: p[0] for k, p in parts.items()}, None, None
         return _builder(t, {})([], 1), None, None
 
+    def known_of(self, t: Any) -> Any:
+        """The known units of the value template ``t`` stands for (see :mod:`.known`)."""
+        if isinstance(t, dict) and len(t) == 1:
+            ((tag, v),) = t.items()
+            if tag == "$ref":
+                k = self.knowns[v[0]]
+                for p in v[1:]:
+                    k = k[p] if isinstance(k, list) and p < len(k) else None
+                return k
+            if tag == "$t":
+                key = ("known", v)  # shared by the nodes of one Structure, like the metas
+                if key not in self.metas:
+                    self.metas[key] = known.of_constant(self.graph.tensors.get(v))
+                return self.metas[key]
+        return None
+
     def _meta(self, key: str, real: Any) -> Any:
         if key not in self.metas:
             meta = real if not is_tensor(real) or real.is_meta else real.to("meta")
@@ -142,11 +161,23 @@ class _Interpreter:
         kw = {k: self.read(v) for k, v in call.get("kwargs", {}).items()}
         kwargs = {k: v[0] for k, v in kw.items()}
         kw_deps = {k: v[1] for k, v in kw.items()}
-        out = self.known if last and self.known is not None else self._execute(fn, args, kwargs)
+        out = (
+            self.node_value
+            if last and self.node_value is not None
+            else self._execute(fn, args, kwargs)
+        )
         reals = {("a", i): r for i, r in enumerate(arg_reals or []) if r is not None}
         reals |= {("k", k): v[2] for k, v in kw.items() if v[2] is not None}
-        rule_call = Call(fn, args, kwargs, out, self.semantics, reals.get)
+        knowns = [self.known_of(t) for t in call.get("args", [])]
+        kw_knowns = {k: self.known_of(t) for k, t in call.get("kwargs", {}).items()}
+        by_loc = {("a", i): k for i, k in enumerate(knowns) if k is not None}
+        by_loc |= {("k", k): v for k, v in kw_knowns.items() if v is not None}
+        rule_call = Call(fn, args, kwargs, out, self.semantics, reals.get, by_loc.get)
         found, ok = table.apply(rule_call)
+        name = table.base_name(fn)
+        self.pending = known.fully_known(name, fn, args, kwargs, knowns, out) or (
+            known.propagate(name, fn, args, kwargs, knowns, out) if by_loc else None
+        )
         if not ok:
             self.fallbacks.append(fn)
         out_deps = self._compose(out, found, arg_deps, kw_deps)
@@ -204,6 +235,7 @@ class _Interpreter:
         self.values.append(out)
         self.deps.append(out_deps)
         self.reals.append(real)
+        self.knowns.append(self.pending)
         alias = source is not None and name in VIEWS
         self.roots.append(self.roots[source] if alias else index)
         last = fn.rsplit(".", 1)[-1]
@@ -221,6 +253,7 @@ class _Interpreter:
         """Slot ``slot`` was written in place: it reads what the write reads, and every view
         of the same storage may now read it too (taken whole: a superset)."""
         self.deps[slot] = new_deps
+        self.knowns[slot] = None  # written in place: its known units are not kept
         sources = _sources(new_deps)
         root = self.roots[slot]
         for j, r in enumerate(self.roots):
@@ -285,9 +318,14 @@ def _nest(out: Any, by_leaf: dict, path: Leaf = ()) -> Any:
 
 
 def node_dependence(
-    graph: Graph, node: Node, semantics: str = "structural", metas: dict | None = None
+    graph: Graph,
+    node: Node,
+    semantics: str = "structural",
+    metas: dict | None = None,
+    parent_known: dict[str, Any] | None = None,
 ) -> NodeDependence:
-    """Which units of ``node`` read which units of its parents (see the module docstring)."""
+    """Which units of ``node`` read which units of its parents (see the module docstring);
+    ``parent_known``: each parent's known units (:mod:`.known`), from its own dependence."""
     if not node.parents:
         return NodeDependence(node.id)
     if node.program is None:
@@ -299,16 +337,18 @@ def node_dependence(
         run.values.append(value)
         run.deps.append(_identity_deps(value, i))
         run.reals.append(None)
+        run.knowns.append((parent_known or {}).get(parent))
         run.roots.append(i)
     calls = node.program.get("calls", [])
     output = node.program.get("output", {"$ref": [-1]})
     if calls and output in ({"$ref": [-1]}, {"$ref": [len(node.parents) + len(calls) - 1]}):
         if calls[-1]["fn"] != SETITEM:
-            run.known = _meta_value(node.shape, node.dtype)
+            run.node_value = _meta_value(node.shape, node.dtype)
     try:
         for k, call in enumerate(calls):
             run.run_call(call, k == len(calls) - 1)
         value, dep, _ = run.read(node.program.get("output", {"$ref": [-1]}))
+        out_known = run.known_of(node.program.get("output", {"$ref": [-1]}))
     except (
         RuntimeError,
         NotImplementedError,
@@ -321,6 +361,8 @@ def node_dependence(
         reason = f"{type(error).__name__} on meta tensors"
         return conservative(graph, node, f"its program could not be read ({reason})")
     result = NodeDependence(node.id, fallbacks=sorted(set(run.fallbacks)))
+    if out_known is not None:
+        result.known[()] = out_known
     expected = dict(leaves(node.shape))
     for leaf, shape in expected.items():
         v, d = value, dep

@@ -44,6 +44,8 @@ class Call:
     out: Any
     semantics: str = "structural"
     real: Callable[[tuple], torch.Tensor | None] = lambda locator: None
+    # The known units of a tensor argument (nn2pgm.structure.known.Known), or None.
+    known: Callable[[tuple], Any] = lambda locator: None
 
     def arg(self, i: int, name: str, default: Any = None) -> Any:
         if len(self.args) > i:
@@ -122,13 +124,20 @@ def _outputs(call: Call) -> list[tuple[tuple, torch.Tensor]]:
     return []
 
 
+class Conservative(dict):
+    """The answer of :func:`fallback`, also when a rule gives it for a case it cannot read
+    (``roll`` without ``dims``): reported among the fallbacks."""
+
+
 def fallback(call: Call) -> Result:
-    """Every output unit reads every unit of every tensor argument."""
-    return {
-        (path, loc): Pattern.full(shape_of(o), shape_of(t))
-        for path, o in _outputs(call)
-        for loc, t in _tensor_args(call)
-    }
+    """Every output unit reads every unit of every tensor argument (a superset)."""
+    return Conservative(
+        {
+            (path, loc): Pattern.full(shape_of(o), shape_of(t), exact=False)
+            for path, o in _outputs(call)
+            for loc, t in _tensor_args(call)
+        }
+    )
 
 
 def elementwise(call: Call) -> Result:

@@ -9,11 +9,12 @@ import numpy as np
 
 from ..ops.families import FAMILIES, SAMPLED
 from ..ops.torch_ops import FACTORIES
-from . import dense, indexing
+from . import dense, indexing, masking
 from . import relations as R
 from .patterns import Factor, Pattern, compose
 from .rules import (
     Call,
+    Conservative,
     Result,
     Rule,
     _axis,
@@ -177,11 +178,12 @@ def _window_reduce(call: Call) -> Result:
 
 
 NAMED: dict[str, Rule] = {
+    "masked_fill": masking.masked_fill,
     "linear": dense.linear,
-    "matmul": dense.matmul,
+    "matmul": masking.matmul,
     "rmatmul": _reversed_matmul,
-    "mm": dense.matmul,
-    "bmm": dense.matmul,
+    "mm": masking.matmul,
+    "bmm": masking.matmul,
     "mv": dense.matmul,
     "dot": dense.matmul,
     "inner": dense.matmul,
@@ -316,9 +318,11 @@ def apply(call: Call) -> tuple[Result, bool]:
     rule = rule_for(call.fn)
     if rule is not None:
         try:
-            return rule(call), True
+            found = rule(call)
         except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, AttributeError):
-            pass
+            found = None
+        if found is not None and not isinstance(found, Conservative):
+            return found, True
     found = fallback(call)
     for pattern in found.values():
         pattern.exact = False  # a superset

@@ -207,3 +207,30 @@ def test_reading_a_slice_inside_one_program_is_not_an_in_place_write():
     )
     dep = nn2pgm.depends(graph, "y", "x")
     assert dep.exact and dep.pattern.nnz() == 12
+
+
+@pytest.mark.parametrize(
+    "spec, vocab",
+    [
+        ("fixtures/gpt2.py:GPT2", 50257),  # a float tril buffer, masked_fill(-inf), softmax, @ v
+        ("fixtures/hf.py:gpt2", None),  # transformers: a boolean mask into SDPA
+        ("fixtures/hf.py:llama", None),
+    ],
+)
+def test_a_causal_language_model_reads_only_earlier_tokens(spec, vocab):
+    graph = nn2pgm.convert(spec)
+    tokens = graph.inputs[0]
+    dep = nn2pgm.depends(graph, graph.outputs[0], tokens)
+    T = graph[tokens].shape[-1]
+    V = vocab or graph[graph.outputs[0]].shape[-1]
+    assert dep.exact
+    assert dep.pattern.nnz() == V * T * (T + 1) // 2  # position t reads tokens 0 .. t
+    rows = dep.pattern.matrix().tocsr()
+    for t in (0, T // 2, T - 1):
+        assert set(rows[[t * V]].indices) == set(range(t + 1))
+
+
+def test_a_bidirectional_encoder_reads_every_token():
+    graph = nn2pgm.convert("fixtures/hf.py:bert")
+    dep = nn2pgm.depends(graph, graph.outputs[0], graph.inputs[0])
+    assert dep.describe().startswith("complete bipartite")
