@@ -160,8 +160,8 @@ def one_hot(call: Call) -> Result:
 def attention(call: Call) -> Result:
     """``scaled_dot_product_attention(q, k, v)``: query ``l`` reads every key and value
     position (those at or before ``l`` when causal, or the mask keeps), every feature of ``q``
-    and ``k`` and the same feature of ``v``; a query that sees one key only is that key's
-    value, whatever ``q`` and ``k`` (the first under a causal mask)."""
+    and ``k`` and the same feature of ``v``; a query that sees one key only (the first under
+    a causal mask) is that key's value, whatever its ``q``."""
     q, k, v = call.args[0], call.arg(1, "key"), call.arg(2, "value")
     out = shape_of(call.out)
     causal = bool(call.arg(5, "is_causal", False))
@@ -169,12 +169,11 @@ def attention(call: Call) -> Result:
     L, S = shape_of(q)[-2], shape_of(k)[-2]
     where = _loc(call, 3, "attn_mask")
     rel = _attention_block(L, S, causal, call.real(where), call.known(where))
-    q_rel, k_rel = None, rel
+    q_rel, k_rel = None, rel  # (k of a one-key query, the key, is read: a superset)
     if L * S <= 1 << 22:
-        keys = rel.sparse().toarray()
-        scored = keys.sum(axis=1) >= 2  # queries whose softmax weighs several keys
+        scored = rel.sparse().sum(axis=1) >= 2  # queries whose softmax weighs several keys
         if not scored.all():
-            q_rel, k_rel = R.Explicit(np.diag(scored)), R.Explicit(keys & scored[:, None])
+            q_rel = R.Explicit(np.diag(np.asarray(scored).ravel()))
     batch = LETTERS[: len(out) - 2]
 
     def pattern(t: torch.Tensor, last: str, axis_rel: R.Rel | None) -> Pattern:

@@ -11,7 +11,7 @@ import torch
 from ..ops.onnx import LATEST_OPSET
 from . import relations as R
 from .patterns import Factor, Pattern
-from .rules import Call, is_tensor, shape_of
+from .rules import Call, is_tensor
 
 
 class NotConstant(ValueError):
@@ -35,7 +35,8 @@ def inp(call: Call, i: int) -> Any:
 
 def constant(call: Call, i: int) -> torch.Tensor | None:
     """The value of input ``i`` (None when omitted): a tensor of the tensor store, or one
-    computed in the program from shapes only (``Shape``); :class:`NotConstant` otherwise."""
+    computed in the program from shapes and constants only; :class:`NotConstant`
+    otherwise."""
     t = inp(call, i)
     if t is None or not is_tensor(t):
         return t
@@ -44,6 +45,9 @@ def constant(call: Call, i: int) -> torch.Tensor | None:
     real = call.real(("a", i))
     if is_tensor(real) and not real.is_meta:
         return real
+    known = call.known(("a", i))  # computed in the program, the same for every input
+    if known is not None and bool(known.mask.all()):
+        return known.value
     raise NotConstant(f"{call.fn}: input {i} is not a constant")
 
 
@@ -109,11 +113,3 @@ def inexact(p: Pattern) -> Pattern:
 def each_input(call: Call, skip: tuple[int, ...] = ()) -> list[tuple[int, torch.Tensor]]:
     """The tensor inputs (position, meta value) but those at ``skip``."""
     return [(i, t) for i, t in enumerate(call.args) if is_tensor(t) and i not in skip]
-
-
-def reads(call: Call, k: int, i: int, pattern: Pattern) -> dict:
-    """``{(path of output k, input i): pattern}``, or nothing when either is missing."""
-    p = path(call, k)
-    if p is None or not is_tensor(inp(call, i)):
-        return {}
-    return {(p, ("a", i)): pattern}

@@ -164,7 +164,7 @@ class _Interpreter:
         out = (
             self.node_value
             if last and self.node_value is not None
-            else self._execute(fn, args, kwargs)
+            else self._execute_or_stand_in(fn, args, kwargs, call)
         )
         reals = {("a", i): r for i, r in enumerate(arg_reals or []) if r is not None}
         reals |= {("k", k): v[2] for k, v in kw.items() if v[2] is not None}
@@ -183,6 +183,20 @@ class _Interpreter:
         out_deps = self._compose(out, found, arg_deps, kw_deps)
         real = self._fold(fn, args, kwargs, arg_deps, kw_deps, arg_reals, kw)
         self._store(fn, call, out, out_deps, real)
+
+    def _execute_or_stand_in(self, fn: str, args: list, kwargs: dict, call: dict) -> Any:
+        """The call's value on meta tensors; an op that needs its inputs' values (an ONNX
+        ``Split`` by a constant ``split``, ``TopK``) runs on the CPU instead, on the known
+        values and zeros of the right shape for the rest (for its output's shape only)."""
+        try:
+            return self._execute(fn, args, kwargs)
+        except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError):
+            knowns = [self.known_of(t) for t in call.get("args", [])]
+            stand_in = [_stand_in(a, k) for a, k in zip(args, knowns)]
+            if any(v is None for v, a in zip(stand_in, args) if is_tensor(a)):
+                raise
+            kw = {k: _stand_in(v, None) if is_tensor(v) else v for k, v in kwargs.items()}
+            return _to_meta(self._execute(fn, stand_in, kw))
 
     def _execute(self, fn: str, args: list, kwargs: dict) -> Any:
         if fn == SAMPLED:
@@ -281,6 +295,25 @@ def _widen(value: Any, dep: Any, sources: dict) -> Any:
         inner = dep if isinstance(dep, list) else [None] * len(value)
         return [_widen(v, d, sources) for v, d in zip(value, inner)]
     return dep
+
+
+def _stand_in(value: Any, k: Any) -> Any:
+    """A CPU tensor for a meta argument: its known value, or zeros (None when too large)."""
+    if not is_tensor(value) or not value.is_meta:
+        return value
+    if k is not None and bool(k.mask.all()):
+        return k.value
+    if value.numel() > known.MAX_KNOWN:
+        return None
+    return torch.zeros(value.shape, dtype=value.dtype)
+
+
+def _to_meta(value: Any) -> Any:
+    if is_tensor(value):
+        return value.to("meta")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_meta(v) for v in value)
+    return value
 
 
 def _has_tensor(values: list) -> bool:
