@@ -325,7 +325,8 @@ def simplify(rel: Rel) -> Rel:
     if nnz == 0:
         return Full.empty(rel.n, rel.m)
     if rel.n == rel.m and nnz == rel.n and isinstance(rel, Explicit):
-        if (rel.matrix.indices == np.arange(rel.n)).all():
+        one_per_row = (rel.matrix.indptr == np.arange(rel.n + 1)).all()
+        if one_per_row and (rel.matrix.indices == np.arange(rel.n)).all():
             return Ident(rel.n)
     return rel
 
