@@ -158,8 +158,10 @@ def fully_known(name: str, fn: str, args: list, kwargs: dict, knowns: list, out:
             values.append(k.value)
         else:
             values.append(a)
-    if any(is_tensor(v) for v in kwargs.values()) or kwargs.get("device") == torch.device("meta"):
+    if any(is_tensor(v) for v in kwargs.values()):
         return None
+    if kwargs.get("device") == torch.device("meta"):  # a value does not depend on the device
+        kwargs = {**kwargs, "device": torch.device("cpu")}
     try:
         result = resolve(fn)(*values, **kwargs)
     except (RuntimeError, TypeError, ValueError, IndexError):
