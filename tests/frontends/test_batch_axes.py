@@ -206,3 +206,13 @@ def test_bad_batch_dim_is_one_line_and_exit_2(models, tmp_path, capsys, option, 
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), lines
     assert not out.exists()
+
+
+def test_an_empty_piece_of_a_traced_tensor_does_not_stop_the_batch_detection():
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            empty, rest = torch.tensor_split(x, [0], 1)  # a piece with no elements
+            return torch.cat([rest, empty], 1) * 2
+
+    graph = nn2pgm.convert(Net(), example_inputs={"x": torch.randn(2, 3)})
+    assert graph[graph.outputs[0]].shape == ("N", 3)
