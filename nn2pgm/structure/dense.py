@@ -182,7 +182,9 @@ def attention(call: Call) -> Result:
         p = contraction(out, batch + "le", ts, letters)
         factors = [f for f in p.terms[0] if f.out != (len(out) - 2,) and f.inp != (len(ts) - 2,)]
         factors.append(Factor((len(out) - 2,), (len(ts) - 2,), axis_rel or R.Ident(L)))
-        return _grouped_heads(Pattern.of(out, ts, factors), out, ts)
+        # grouped-query attention (fewer key/value heads): ``contraction`` saw the head sizes
+        # differ and made the heads complete, a superset of head ``h // g``
+        return Pattern.of(out, ts, factors)
 
     result = {
         ((), ("a", 0)): pattern(q, "f", q_rel),
@@ -192,12 +194,6 @@ def attention(call: Call) -> Result:
     if is_tensor(mask):
         result[(), _loc(call, 3, "attn_mask")] = Pattern.full(out, shape_of(mask))
     return result
-
-
-def _grouped_heads(p: Pattern, out: tuple, ts: tuple) -> Pattern:
-    """Grouped-query attention (fewer key/value heads than query heads) reads head ``h //
-    g``; ``contraction`` saw a size mismatch and made it complete, which is a superset."""
-    return p
 
 
 def _attention_block(L: int, S: int, causal: bool, mask: Any, known: Any = None) -> R.Rel:

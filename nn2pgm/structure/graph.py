@@ -8,6 +8,7 @@ order) and keeps the path that carries most of the dependence as the witness.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ class Dependence:
             "output": self.output,
             "input": self.input,
             "pattern": self.describe(),
-            "edges": _size(self.pattern),
+            "edges": self.pattern.edge_count(),
             "path": list(self.path),
             "blocks": self.pattern.as_dict(),
         }
@@ -66,22 +67,19 @@ class Structure:
             raise UsageError(f"unknown semantics {semantics!r}: use {' or '.join(SEMANTICS)}")
         self.graph = graph
         self.semantics = semantics
-        self._nodes: dict[str, NodeDependence] = {}
+        self._nodes: dict[str, NodeDependence] = {}  # filled in graph order
+        self._order = list(graph)
         self._metas: dict[str, Any] = {}
 
     def node(self, node_id: str) -> NodeDependence:
         """Which units of ``node_id`` read which units of its parents."""
-        if node_id not in self._nodes:
-            for node in self.graph:  # in order: a node reads its parents' known units
-                if node.id not in self._nodes:
-                    knowns = {
-                        p: self._nodes[p].known.get(()) for p in node.parents if p in self._nodes
-                    }
-                    self._nodes[node.id] = node_dependence(
-                        self.graph, node, self.semantics, self._metas, knowns
-                    )
-                if node.id == node_id:
-                    break
+        self.graph[node_id]  # KeyError for a node the graph lacks
+        while node_id not in self._nodes:  # in order: a node reads its parents' known units
+            node = self._order[len(self._nodes)]
+            knowns = {p: self._nodes[p].known.get(()) for p in node.parents}
+            self._nodes[node.id] = node_dependence(
+                self.graph, node, self.semantics, self._metas, knowns
+            )
         return self._nodes[node_id]
 
     def edge(self, parent: str, child: str) -> Pattern:
@@ -133,7 +131,7 @@ class Structure:
                     through = compose(edge, inner)
                     if not through.is_empty():
                         parts.append(through)
-                        weight[parent] = weight.get(parent, 0) + _size(through)
+                        weight[parent] = weight.get(parent, 0) + through.edge_count()
                 if parts:
                     found[leaf] = union(parts)
             if found:
@@ -149,7 +147,7 @@ class Structure:
 
     def units(self) -> dict[str, int]:
         """Units per node (one sample): the product of its shape, batch counted once."""
-        return {node.id: sum(_prod(s) for _, s in leaves(node.shape)) for node in self.graph}
+        return {node.id: sum(math.prod(s) for _, s in leaves(node.shape)) for node in self.graph}
 
     def edges(self) -> list[tuple[str, str, Pattern]]:
         """Every (parent, child, pattern) in graph order; an element of a tuple-valued node
@@ -164,20 +162,6 @@ class Structure:
 
 def _leaf_name(node_id: str, leaf: tuple) -> str:
     return node_id + "".join(f"[{k}]" for k in leaf)
-
-
-def _size(p: Pattern) -> int:
-    try:
-        return p.nnz()
-    except ValueError:
-        return p.units_out * p.units_in
-
-
-def _prod(shape: tuple) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _is_tensor(graph: Graph, node_id: str) -> bool:

@@ -140,6 +140,13 @@ class Pattern:
             return False
         return bool((np.asarray(m.sum(axis=1 if rows else 0)).ravel() == 1).all())
 
+    def edge_count(self) -> int:
+        """:meth:`nnz`, or at most every pair when there are too many to count one by one."""
+        try:
+            return self.nnz()
+        except ValueError:
+            return self.units_out * self.units_in
+
     def matrix(self, limit: int = 1 << 27) -> sp.csr_array:
         """The explicit ``units_out x units_in`` boolean matrix (row-major unit indices);
         refuses more than ``limit`` nonzeros."""

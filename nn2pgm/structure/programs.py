@@ -100,7 +100,6 @@ class _Interpreter:
         self.knowns: list[Any] = []  # per value: known.Known, a list for a tuple, or None
         self.roots: list[int] = []
         self.fallbacks: list[str] = []
-        self.exact = True
         # The value of the last call when it is the node's value: its shape is the node's,
         # so the call need not run (the first meta kernel of an op can cost seconds).
         self.node_value: Any = None
@@ -182,7 +181,7 @@ class _Interpreter:
             self.fallbacks.append(fn)
         out_deps = self._compose(out, found, arg_deps, kw_deps)
         real = self._fold(fn, args, kwargs, arg_deps, kw_deps, arg_reals, kw)
-        self._store(fn, call, out, out_deps, real)
+        self._store(fn, name, call, out, out_deps, real)
 
     def _execute_or_stand_in(self, fn: str, args: list, kwargs: dict, call: dict) -> Any:
         """The call's value on meta tensors; an op that needs its inputs' values (an ONNX
@@ -241,11 +240,10 @@ class _Interpreter:
             return None
         return value if is_tensor(value) and value.numel() <= MAX_FOLD else None
 
-    def _store(self, fn: str, call: dict, out: Any, out_deps: Any, real: Any) -> None:
+    def _store(self, fn: str, name: str, call: dict, out: Any, out_deps: Any, real: Any) -> None:
         index = len(self.values)
         first = (call.get("args") or [None])[0]
         source = first["$ref"][0] if isinstance(first, dict) and "$ref" in first else None
-        name = table.base_name(fn)
         self.values.append(out)
         self.deps.append(out_deps)
         self.reals.append(real)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .describe import describe, picture
-from .graph import Dependence, Structure, _size, batch_plate, unit_plates
+from .graph import Dependence, Structure, batch_plate, unit_plates
 
 DEFAULT_MAX_EDGES = 10_000_000  # explicit unit pairs written by --expand at most
 
@@ -18,7 +18,7 @@ def summary(structure: Structure, *, expand: bool = False, max_edges: int | None
     ``expand`` adds each edge's ``pairs`` ``[output unit, input unit]`` (row-major indices of
     one sample), refused over ``max_edges`` before any is made."""
     edges = structure.edges()
-    counts = [_size(p) for _, _, p in edges]
+    counts = [p.edge_count() for _, _, p in edges]
     total = sum(counts)
     limit = max_edges or DEFAULT_MAX_EDGES
     if expand and total > limit:

@@ -153,18 +153,6 @@ def nothing(call: Call) -> Result:
     return {}
 
 
-def first_only(rule: Rule) -> Rule:
-    """``rule`` for the first argument; later tensor arguments (indices) through the fallback."""
-
-    def apply(call: Call) -> Result:
-        result = rule(call)
-        for key, p in fallback(call).items():
-            result.setdefault(key, p)
-        return result
-
-    return apply
-
-
 # -- reductions and "along an axis" -----------------------------------------------------------
 def _reduced(out_shape: tuple, in_shape: tuple, axes: list[int]) -> Pattern:
     keep = len(out_shape) == len(in_shape)
@@ -224,7 +212,9 @@ def along_axis(kind: str, default: int | None = -1, position: int = 1) -> Rule:
                 factors = [Factor((a,), (a,), R.Ident(s)) for a, s in enumerate(shape) if a != d]
                 factors.append(Factor((d,), (d,), R.Full(shape_of(o)[d], n)))
                 result[path, ("a", 0)] = Pattern.of(shape_of(o), shape, factors)
-        return first_only(lambda c: result)(call)
+        for key, p in fallback(call).items():  # other tensor arguments (topk's k) whole
+            result.setdefault(key, p)
+        return result
 
     return rule
 
@@ -314,10 +304,6 @@ def _one_axis(out_shape: tuple, in_shape: tuple, d: int, rel: R.Rel) -> Pattern:
     """Diagonal on every axis but ``d`` (same rank in and out), ``rel`` on ``d``."""
     factors = [Factor((a,), (a,), rel if a == d else R.Ident(n)) for a, n in enumerate(in_shape)]
     return Pattern.of(out_shape, in_shape, factors)
-
-
-def no_rule(call: Call) -> Result:
-    return fallback(call)
 
 
 def nothing_but(*positions: int) -> Rule:

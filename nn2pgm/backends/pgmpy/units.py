@@ -255,7 +255,7 @@ def plan(graph: Graph, *, mode: str = "layers", max_units: int = DEFAULT_MAX_UNI
     units = sum(math.prod(event_shape(node)) for node in kept_nodes)
     if units > max_units:
         raise PgmpyError(_too_large(f"{units:,} unit variables", max_units))
-    edges = sum(_edges(p) for found in patterns.values() for p in found.values())
+    edges = sum(p.edge_count() for found in patterns.values() for p in found.values())
     if edges > EDGES_PER_UNIT * max_units:
         raise PgmpyError(_too_large(f"{edges:,} unit-to-unit edges", max_units, EDGES_PER_UNIT))
     layers = [
@@ -273,13 +273,6 @@ def plan(graph: Graph, *, mode: str = "layers", max_units: int = DEFAULT_MAX_UNI
         for node in kept_nodes
     ]
     return Plan(graph, layers)
-
-
-def _edges(p: Pattern) -> int:
-    try:
-        return p.nnz()
-    except ValueError:  # too many to count one by one: at most all pairs
-        return p.units_out * p.units_in
 
 
 def _members(graph: Graph, node_id: str, absorbed: set[str]) -> list[str]:
