@@ -75,6 +75,7 @@ def _convert_options(args: argparse.Namespace) -> dict:
         "discriminator": args.discriminator,
         "structure_only": args.structure_only,
         "collapse_repeats": args.collapse_repeats,
+        "unroll": args.unroll,
     }
 
 
@@ -165,7 +166,11 @@ def _sample(args: argparse.Namespace) -> int:
         nn2pgm.check_samples_output(args.output, protect=protect)
         examples = source.example_inputs
         graph = nn2pgm.convert(
-            source, train=args.train, latent=args.latent, likelihood=args.likelihood
+            source,
+            train=args.train,
+            latent=args.latent,
+            likelihood=args.likelihood,
+            unroll=args.unroll,
         )
 
     def value(v: float | str) -> object:
@@ -303,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
         batch_dims=_batch_dims(args),
         latent=args.latent,
         likelihood=args.likelihood,
+        unroll=args.unroll,
         samples=args.samples,
         seed=args.seed,
         rtol=args.rtol,

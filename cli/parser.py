@@ -116,6 +116,12 @@ def _model_options(parser: argparse.ArgumentParser, views: bool) -> None:
         help="give OUTPUT (node id or position) a likelihood: bernoulli, normal[:SCALE] or "
         "categorical; the model becomes prescribed",
     )
+    parser.add_argument(
+        "--unroll",
+        action="store_true",
+        help="unroll nn.RNN/LSTM/GRU layers in time, for the example input's steps: per-step "
+        "states h_t (and c_t) with h_{t-1} -> h_t and x_t -> h_t, named initial states h_0",
+    )
     if views:
         parser.add_argument(
             "--view",

@@ -153,6 +153,7 @@ def convert(
     structure_only: bool = False,
     batch_dims: dict[str, int | None] | None = None,
     collapse_repeats: bool = False,
+    unroll: bool = False,
 ) -> Graph:
     """Compile a network (a SOURCE string, a :class:`Source` or an ``nn.Module`` with
     ``example_inputs``) into a graphical model.
@@ -167,7 +168,8 @@ def convert(
     (default: dimension 0, or the one found by running the model; see
     :mod:`nn2pgm.frontends.batch`). A module on the meta device converts to its structure.
     ``collapse_repeats`` draws each run of identical blocks once, in a plate ``× 12`` (a graph
-    to look at: see :mod:`nn2pgm.passes.repeats`).
+    to look at: see :mod:`nn2pgm.passes.repeats`). ``unroll`` unrolls recurrent layers in
+    time (:mod:`nn2pgm.passes.unroll`).
     """
     from .frontends.pytorch import trace_module
     from .passes.reparameterization import reparameterize
@@ -190,6 +192,10 @@ def convert(
             batch_dims={**source.batch_dims, **(batch_dims or {})},
         )
     _mark_ranges(graph, source.input_ranges)
+    if unroll:
+        from .passes.unroll import unroll as _unroll
+
+        graph = _unroll(graph)
     graph = assign_roles(reparameterize(graph), latent=latent, likelihood=likelihood)
     critic = None
     if discriminator is not None:
@@ -475,6 +481,7 @@ def check(
     batch_dims: dict[str, int | None] | None = None,
     latent: list[str] | tuple[str, ...] = (),
     likelihood: list[str] | tuple[str, ...] = (),
+    unroll: bool = False,
     samples: int = 100,
     seed: int = 0,
     rtol: float = 1e-5,
@@ -512,7 +519,12 @@ def check(
     if graph is None:
         copied = source if source.onnx is not None else copy.deepcopy(source)
         graph = convert(
-            copied, train=train, latent=latent, likelihood=likelihood, batch_dims=batch_dims
+            copied,
+            train=train,
+            latent=latent,
+            likelihood=likelihood,
+            batch_dims=batch_dims,
+            unroll=unroll,
         )
     _mark_ranges(graph, source.input_ranges)
     try:

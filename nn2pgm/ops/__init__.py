@@ -1,13 +1,14 @@
 """The op table: what every node's CPD computes, written once.
 
 A node's CPD is a *program* (:mod:`.program`): a list of calls, each naming an op of the table
-by a string key with its arguments as plain data. The table has three namespaces:
+by a string key with its arguments as plain data. The table has four namespaces:
 
 - ``torch.*``: the torch callables a document may name (:mod:`.torch_ops`), looked up in a
   closed dict, never by walking a dotted path;
 - ``family::<Name>``: draw from a distribution family (:mod:`.families`), used by stochastic
   nodes that a pass made (``z ~ Normal(loc, scale)``) and by dropout keep-masks;
-- ``onnx::<OpType>``: ONNX operators executed in torch (:mod:`.onnx`).
+- ``onnx::<OpType>``: ONNX operators executed in torch (:mod:`.onnx`);
+- ``rnn::<step>``: one time step of a recurrent layer (:mod:`.recurrent`).
 
 ``resolve(name)`` returns the callable or raises :class:`UnknownOpError` (an opaque op: a node
 kept in the graph whose computation nn2pgm cannot replay).
@@ -56,10 +57,11 @@ def resolve(name: str) -> Callable[..., Any]:
 def _load_namespaces() -> None:
     if _NAMESPACES:
         return
-    from . import families, torch_ops
+    from . import families, recurrent, torch_ops
 
     register_namespace("torch.", torch_ops.lookup)
     register_namespace("family::", families.lookup)
+    register_namespace("rnn::", recurrent.lookup)
     try:
         from . import onnx as onnx_ops
     except ImportError:  # the onnx extra is not installed
