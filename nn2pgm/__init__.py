@@ -277,6 +277,16 @@ def to_dot(graph: Graph) -> str:
     return _to_dot(graph)
 
 
+def to_dbn(graph: Graph) -> Any:
+    """The two-slice template of a graph unrolled in time (``convert(..., unroll=True)``) as
+    a pgmpy ``DynamicBayesianNetwork`` (structure only: see
+    :mod:`nn2pgm.backends.pgmpy.dbn`)."""
+    from .backends.pgmpy.dbn import to_dbn as _to_dbn
+    from .passes.unroll import template
+
+    return _to_dbn(template(graph))
+
+
 def to_pgmpy(
     graph: Graph,
     *,

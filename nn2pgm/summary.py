@@ -60,6 +60,15 @@ def table(graph: Graph) -> str:
         f"model class: {model.get('class', 'deterministic')}, view: {model.get('view', 'full')}"
         f", mode: {model.get('mode', 'eval')}, batch: {model.get('batch', '?')}"
     )
+    if time := model.get("time"):
+        lines.append(
+            f"in time: {time['steps']} steps, {time['class']}"
+            + (
+                " (deterministic hidden states: y_t depends on x_1..x_t)"
+                if time["class"] == "fully observed"
+                else " (a stochastic hidden state per step)"
+            )
+        )
     lines.append(
         f"{t['nodes']} nodes ({t['deterministic']} deterministic, {t['stochastic']} latent "
         f"stochastic, {t['observed']} observed), {t['edges']} edges, "

@@ -17,9 +17,11 @@ fused call) is left as it is and ``model["warnings"]`` says why.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UsageError
 from ..ir import DETERMINISTIC, Graph, Node, event_shape
 
 RECURRENT = {
@@ -270,7 +272,10 @@ class _Unroller:
             shape=node.shape,
             dtype=node.dtype,
             parents=tuple(ids),
-            attrs={**node.attrs, "unrolled": {"steps": self.steps, "cell": call.cell}},
+            attrs={
+                **node.attrs,
+                "unrolled": {"steps": self.steps, "cell": call.cell, "layers": call.layers},
+            },
             program={"calls": calls, "output": output},
         )
 
@@ -315,6 +320,8 @@ def unroll(graph: Graph) -> Graph:
         graph.model["warnings"] = warnings
     if (summary := time_summary(graph)) is not None:
         graph.model["time"] = summary
+        with contextlib.suppress(UsageError):  # a bidirectional layer has no template
+            summary["template"] = {k: v for k, v in template(graph).items() if k != "steps"}
     return graph.validate()
 
 
@@ -340,8 +347,75 @@ def _replace(graph: Graph, old: Node, added: list[Node], rebuilt: Node) -> None:
 
 
 def time_summary(graph: Graph) -> dict[str, Any] | None:
-    """``{"steps": T, "layers": {node: {...}}}`` for an unrolled graph, else None."""
+    """``{"steps": T, "recurrent": {node: {...}}, "class": ...}`` for an unrolled graph, else
+    None. The class answers "is this RNN a latent-variable model?": ``fully observed`` when
+    every state is deterministic (marginalising the states leaves ``y_t`` depending on all of
+    ``x_{≤t}``), ``latent-variable`` when a state is a stochastic latent."""
     found = {n.id: n.attrs["unrolled"] for n in graph if "unrolled" in n.attrs}
     if not found:
         return None
-    return {"steps": max(v["steps"] for v in found.values()), "recurrent": found}
+    states = [n for n in graph if is_step_state(n)]
+    latent = any(n.kind != DETERMINISTIC and not n.observed for n in states)
+    return {
+        "steps": max(v["steps"] for v in found.values()),
+        "recurrent": found,
+        "class": "latent-variable" if latent else "fully observed",
+    }
+
+
+def is_step_state(node: Node) -> bool:
+    """A hidden or cell state at a step ``t >= 1``."""
+    time = node.attrs.get("time")
+    return bool(time) and time["var"] in ("h", "c") and time["step"] > 0
+
+
+def step_variable(graph: Graph, node: Node) -> bool:
+    """A per-step variable a latent view keeps: a step input ``x_t`` or an output ``y_t`` (a
+    last-layer hidden state)."""
+    time = node.attrs.get("time")
+    if not time or time["step"] == 0:
+        return False
+    if time["var"] == "x":
+        return True
+    layers = graph[time["of"]].attrs.get("unrolled", {}).get("layers", 1)
+    return time["var"] == "h" and time["layer"] == layers - 1
+
+
+def variable_name(node: Node) -> str:
+    """A step node's variable in the template: its id without the step (``lstm.l0.h``)."""
+    return node.id.rpartition("_")[0]
+
+
+def template(graph: Graph) -> dict[str, Any]:
+    """The two-slice template (2-TBN) of an unrolled graph: the per-step variables and the
+    edges between them, each with its lag (0: within a step, 1: from step ``t-1`` to ``t``),
+    read from steps 1 and 2. A reverse direction reads the future (lag -1): such a network is
+    not a dynamic Bayesian network and has no template (:class:`~nn2pgm.errors.UsageError`)."""
+    steps = (graph.model.get("time") or {}).get("steps", 0)
+    if steps < 2:
+        raise UsageError("a two-slice template needs a graph unrolled for 2 or more steps")
+    variables: dict[str, None] = {}
+    edges: set[tuple[str, str, int]] = set()
+    for node in graph:
+        time = node.attrs.get("time")
+        if not time or time["step"] == 0:
+            continue
+        if time["step"] == 2:
+            variables[variable_name(node)] = None
+        for parent in node.parents:
+            p_time = graph[parent].attrs.get("time")
+            if not p_time or p_time["step"] == 0:
+                continue
+            lag = time["step"] - p_time["step"]
+            if lag < 0:
+                raise UsageError(
+                    f"{node.id} reads {parent}, a later step (a bidirectional layer): not a "
+                    "dynamic Bayesian network, no two-slice template"
+                )
+            if time["step"] == 2:
+                edges.add((variable_name(graph[parent]), variable_name(node), lag))
+    return {
+        "variables": list(variables),
+        "edges": [{"source": s, "target": t, "lag": lag} for s, t, lag in sorted(edges)],
+        "steps": steps,
+    }

@@ -13,6 +13,7 @@ from ..ir import DETERMINISTIC, STOCHASTIC, Distribution, Graph, Node, is_tuple_
 from ..ops.families import FAMILIES
 from ..ops.program import ProgramError, compose, shape_template, single_call
 from .roles import latent_nodes
+from .unroll import step_variable
 
 VIEWS = ("full", "latent", "augmented")
 
@@ -28,13 +29,14 @@ def informative_parents(node: Node) -> tuple[str, ...]:
 
 def random_variables(graph: Graph) -> list[str]:
     """The nodes a latent view keeps: inputs, stochastic nodes, and the outputs that are not
-    already parameters of a kept variable (with latents: the outputs generated from them)."""
+    already parameters of a kept variable (with latents: the outputs generated from them); in
+    a graph unrolled in time, each step's input ``x_t`` and output ``y_t``."""
     latents = latent_nodes(graph)
     below = set().union(*(nx.descendants(graph.dag, z) for z in latents)) if latents else set()
     with_likelihood = set((graph.model.get("likelihoods") or {}).keys())
     kept = []
     for node in graph:
-        if node.id in graph.inputs or node.kind == STOCHASTIC:
+        if node.id in graph.inputs or node.kind == STOCHASTIC or step_variable(graph, node):
             kept.append(node.id)
         elif node.id in graph.outputs and node.id not in with_likelihood:
             if not latents or node.id in below:

@@ -54,7 +54,9 @@ def test_char_lstm_unrolled_for_five_steps_has_the_nodes_and_edges_counted_by_ha
         }
     for layer in range(L):  # initial states are named roots of the recurrence
         assert graph[f"lstm.l{layer}.h_0"].op == "initial_state"
-    assert graph.model["time"] == {"steps": 5, "recurrent": {"lstm": {"steps": 5, "cell": "lstm"}}}
+    time = graph.model["time"]
+    assert time["steps"] == 5 and time["class"] == "fully observed"
+    assert time["recurrent"] == {"lstm": {"steps": 5, "cell": "lstm", "layers": 2}}
     report = nn2pgm.check(model, example_inputs=inputs, graph=graph, samples=10)
     assert report.passed
 
@@ -129,3 +131,59 @@ def test_cli_inspect_unroll(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "lstm.l1.h_5" in out and "35 nodes" in out and "79 edges" in out
+
+
+def test_latent_view_of_the_unrolled_lstm_has_y_t_depending_on_x_1_to_x_t_only():
+    import networkx as nx
+
+    model, inputs = _char_lstm(5)
+    graph = nn2pgm.convert(model, example_inputs=inputs, unroll=True)
+    assert graph.model["time"]["class"] == "fully observed"
+    view = nn2pgm.convert(model, example_inputs=inputs, unroll=True, view="latent")
+    kept = {n.id for n in view}
+    xs = {f"lstm.x_{t}" for t in range(1, 6)}
+    assert xs | {f"lstm.l1.h_{t}" for t in range(1, 6)} <= kept  # x_t and y_t, no layer-0 state
+    assert not any(".l0." in k for k in kept)
+    for t in range(1, 6):
+        seen = nx.ancestors(view.dag, f"lstm.l1.h_{t}") & xs
+        assert seen == {f"lstm.x_{s}" for s in range(1, t + 1)}, t
+    # the view still computes the network's output
+    ours = nn2pgm.sample(view, {"tokens": inputs["tokens"]})["fc"]
+    torch.testing.assert_close(ours, model(**inputs), rtol=1e-5, atol=1e-6)
+
+
+def test_two_slice_template_is_the_unrolled_edges_between_consecutive_steps_and_a_pgmpy_dbn():
+    from nn2pgm.passes.unroll import variable_name
+
+    model, inputs = _char_lstm(5)
+    graph = nn2pgm.convert(model, example_inputs=inputs, unroll=True)
+    template = graph.model["time"]["template"]
+    wanted = {(e["source"], e["target"], e["lag"]) for e in template["edges"]}
+    assert ("lstm.l0.h", "lstm.l0.h", 1) in wanted and ("lstm.x", "lstm.l0.c", 0) in wanted
+    for t in range(1, 5):  # the edges into step t+1 from steps t and t+1, as variables
+        found = set()
+        for node in graph:
+            if node.attrs.get("time", {}).get("step") != t + 1:
+                continue
+            for parent in node.parents:
+                step = graph[parent].attrs.get("time", {}).get("step", 0)
+                if step in (t, t + 1):
+                    found.add((variable_name(graph[parent]), variable_name(node), t + 1 - step))
+        assert found == wanted, t
+    dbn = nn2pgm.to_dbn(graph)
+    assert type(dbn).__name__ == "DynamicBayesianNetwork"
+    inter = {(a.node, b.node) for a, b in dbn.get_inter_edges()}
+    assert inter == {(s, d) for s, d, lag in wanted if lag == 1}
+    intra = {(a.node, b.node) for a, b in dbn.get_intra_edges()}
+    assert intra == {(s, d) for s, d, lag in wanted if lag == 0}
+    assert set(dbn.get_interface_nodes(0)) == {
+        (v, 0) for v in ("lstm.l0.c", "lstm.l0.h", "lstm.l1.c", "lstm.l1.h")
+    }
+
+
+def test_a_bidirectional_layer_has_no_template():
+    model = nn.GRU(3, 4, bidirectional=True).eval()
+    graph = nn2pgm.convert(model, example_inputs={"input": torch.randn(4, 1, 3)}, unroll=True)
+    assert "template" not in graph.model["time"]
+    with pytest.raises(nn2pgm.UsageError, match="later step .*not a dynamic Bayesian network"):
+        nn2pgm.to_dbn(graph)
