@@ -109,6 +109,7 @@ def _refuse_conversion_options(args: argparse.Namespace, command: str) -> None:
             ("--view", getattr(args, "view", "full") != "full"),
             ("--discriminator", getattr(args, "discriminator", None)),
             ("--collapse-repeats", getattr(args, "collapse_repeats", False)),
+            ("--unroll", getattr(args, "unroll", False)),
         )
         if value
     ]
@@ -294,8 +295,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.source} is a document, not a network: give the network it came from "
                 "with --against SOURCE"
             )
-        if args.latent or args.likelihood or args.structure_only:
-            raise UsageError("--latent, --likelihood and --structure-only apply when converting")
+        if args.latent or args.likelihood or args.structure_only or args.unroll:
+            raise UsageError(
+                "--latent, --likelihood, --structure-only and --unroll apply when converting"
+            )
         graph, reference = nn2pgm.load(args.source), args.against
     elif args.against:
         raise UsageError("--against compares a document: nn2pgm check model.json --against SOURCE")

@@ -187,3 +187,16 @@ def test_a_bidirectional_layer_has_no_template():
     assert "template" not in graph.model["time"]
     with pytest.raises(nn2pgm.UsageError, match="later step .*not a dynamic Bayesian network"):
         nn2pgm.to_dbn(graph)
+
+
+def test_cli_refuses_unroll_on_a_converted_document(tmp_path, capsys):
+    from cli.main import main
+
+    doc = str(tmp_path / "lstm.json")
+    shape = ["--input-shape", "tokens=1,3:int64:<65"]
+    assert main(["convert", "fixtures/char_lstm.py:CharLSTM", "--unroll", *shape, "-o", doc]) == 0
+    capsys.readouterr()
+    assert main(["sample", doc, "--unroll", "-o", str(tmp_path / "s.npz")]) == 2
+    assert "--unroll" in capsys.readouterr().err
+    assert main(["check", doc, "--against", "fixtures/char_lstm.py:CharLSTM", "--unroll"]) == 2
+    assert "--unroll apply when converting" in capsys.readouterr().err
