@@ -160,7 +160,9 @@ def test_timeout_ends_a_model_that_never_returns_naming_the_stage(models_file, t
     )
     (init, init_s), (forward, _), (stubborn, stubborn_s) = runs
     assert_bad_input(init, "timed out after 5 s while building", "LoopsInInit", "--timeout")
-    assert init_s < 10
+    assert (
+        init_s < 15
+    )  # 5 s and three processes starting torch at once, on a loaded machine (11.2 s seen)
     assert_bad_input(forward, "timed out after 5 s while tracing SleepsInForward", "--timeout")
     # the model swallows the alarm: the watchdog ends the process a little later
     assert_bad_input(stubborn, "timed out after 5 s while tracing", "--timeout")
