@@ -23,14 +23,15 @@ from typing import Any
 
 from ..errors import UsageError
 from ..ir import DETERMINISTIC, Graph, Node, event_shape
+from ..ops.program import shape_template
 
+# fused call -> (step op of rnn::, its states, the op name its step nodes show)
 RECURRENT = {
-    "torch.lstm": ("lstm", ("h", "c")),
-    "torch.gru": ("gru", ("h",)),
-    "torch.rnn_tanh": ("rnn_tanh", ("h",)),
-    "torch.rnn_relu": ("rnn_relu", ("h",)),
+    "torch.lstm": ("lstm", ("h", "c"), "LSTM"),
+    "torch.gru": ("gru", ("h",), "GRU"),
+    "torch.rnn_tanh": ("rnn_tanh", ("h",), "RNN"),
+    "torch.rnn_relu": ("rnn_relu", ("h",), "RNN"),
 }
-_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
 
 
 class NotUnrolled(Exception):
@@ -43,6 +44,7 @@ class _Call:
 
     cell: str
     states: tuple[str, ...]
+    op: str
     x: dict  # template of the input (a parent ref)
     hx: list  # templates of the initial states, or []
     weights: list  # per (layer, direction): [w_ih, w_hh, b_ih, b_hh] templates (biases None)
@@ -61,7 +63,7 @@ def _read(node: Node) -> _Call:
         raise NotUnrolled("grouped with other calls (a coarser --depth)")
     call = calls[-1]
     made = range(len(node.parents), len(node.parents) + len(calls) - 1)  # the zeros' values
-    cell, states = RECURRENT[call["fn"]]
+    cell, states, op = RECURRENT[call["fn"]]
     args = call["args"]
     if call.get("kwargs") or len(args) != 9 or not isinstance(args[2], list):
         raise NotUnrolled("a packed sequence or keyword form")
@@ -84,20 +86,13 @@ def _read(node: Node) -> _Call:
         if not (isinstance(template, dict) and "$ref" in template):
             raise NotUnrolled("an input that is not a node's value")
     return _Call(
-        cell, states, x, hx_list, weights, int(layers), bool(bidirectional), bool(batch_first)
+        cell, states, op, x, hx_list, weights, int(layers), bool(bidirectional), bool(batch_first)
     )
 
 
 def _ref_parent(template: dict, node: Node) -> tuple[str, list]:
     index, *path = template["$ref"]
     return node.parents[index], path
-
-
-def _dim(d: Any) -> Any:
-    """A shape entry as a program template (a symbolic batch is ``{"$sym": k}``)."""
-    if isinstance(d, str):
-        return {"$sym": 1 if d == "N" else int(d[:-1])}
-    return d
 
 
 class _Unroller:
@@ -112,6 +107,7 @@ class _Unroller:
             x_shape = x_shape[p]
         if len(x_shape) != 3:
             raise NotUnrolled("an unbatched input")
+        self.x_step_shape = tuple(d for i, d in enumerate(x_shape) if i != self.time_axis)
         self.steps = int(x_shape[self.time_axis])
         self.batch = x_shape[1 - self.time_axis]
         self.hidden = int(event_shape(out_shape)[-1]) // (2 if call.bidirectional else 1)
@@ -130,7 +126,7 @@ class _Unroller:
             op=op,
             module=self.node.module,
             kind=DETERMINISTIC,
-            shape=(self.batch, self.hidden) if op != "select" else self._x_step_shape(),
+            shape=self.x_step_shape if op == "select" else (self.batch, self.hidden),
             dtype=self.dtype,
             parents=tuple(ids),
             attrs={"time": {"of": self.node.id, **time}},
@@ -138,13 +134,6 @@ class _Unroller:
         )
         self.added.append(node)
         return node_id
-
-    def _x_step_shape(self) -> tuple:
-        parent, path = self.x
-        shape = self.graph[parent].shape
-        for p in path:
-            shape = shape[p]
-        return tuple(d for i, d in enumerate(shape) if i != self.time_axis)
 
     def run(self) -> Node:
         call, node, T = self.call, self.node, self.steps
@@ -168,60 +157,48 @@ class _Unroller:
         for layer in range(call.layers):
             outputs = []
             for d in range(directions):
-                k = layer * directions + d
-                weights = call.weights[k]
-                prefix = f"{base}.l{layer}{'r' if d else ''}"
-                state = {
-                    s: self._initial(prefix, s, i, k, layer, d) for i, s in enumerate(call.states)
-                }
-                order = range(T, 0, -1) if d else range(1, T + 1)
-                per_step: dict[int, str] = {}
-                for t in order:
-                    parts = inputs[t - 1]
-                    tag = {"layer": layer, "direction": d, "step": t}
-                    if call.cell == "lstm":
-                        c = self._step(
-                            f"{prefix}.c_{t}",
-                            "rnn::lstm_c",
-                            parts,
-                            [state["h"], state["c"]],
-                            weights,
-                            var="c",
-                            **tag,
-                        )
-                        h = self._step(
-                            f"{prefix}.h_{t}",
-                            "rnn::lstm_h",
-                            parts,
-                            [state["h"], c],
-                            weights,
-                            var="h",
-                            **tag,
-                        )
-                        state = {"h": h, "c": c}
-                    else:
-                        h = self._step(
-                            f"{prefix}.h_{t}",
-                            f"rnn::{call.cell}",
-                            parts,
-                            [state["h"]],
-                            weights,
-                            var="h",
-                            **tag,
-                        )
-                        state = {"h": h}
-                    per_step[t] = state["h"]
+                per_step, last = self._direction(inputs, layer, d)
                 for s in call.states:
-                    finals[s].append(state[s])
+                    finals[s].append(last[s])
                 outputs.append(per_step)
             inputs = [[(o[t], []) for o in outputs] for t in range(1, T + 1)]
         return self._reassembled(inputs, finals)
+
+    def _direction(self, inputs: list, layer: int, d: int) -> tuple[dict[int, str], dict]:
+        """The states of one layer and direction over all steps: its hidden state per step and
+        its last states (the reverse direction runs from step T down to 1)."""
+        call, T = self.call, self.steps
+        k = layer * (2 if call.bidirectional else 1) + d
+        weights = call.weights[k]
+        prefix = f"{self.node.id}.l{layer}{'r' if d else ''}"
+        state = {s: self._initial(prefix, s, i, k, layer, d) for i, s in enumerate(call.states)}
+        per_step: dict[int, str] = {}
+        for t in range(T, 0, -1) if d else range(1, T + 1):
+            parts, tag = inputs[t - 1], {"layer": layer, "direction": d, "step": t}
+            if call.cell == "lstm":  # the cell first, then the hidden state reading it
+                c = self._step(
+                    f"{prefix}.c_{t}", "rnn::lstm_c", parts, [state["h"], state["c"]], weights,
+                    var="c", **tag,
+                )  # fmt: skip
+                h = self._step(
+                    f"{prefix}.h_{t}", "rnn::lstm_h", parts, [state["h"], c], weights,
+                    var="h", **tag,
+                )  # fmt: skip
+                state = {"h": h, "c": c}
+            else:
+                h = self._step(
+                    f"{prefix}.h_{t}", f"rnn::{call.cell}", parts, [state["h"]], weights,
+                    var="h", **tag,
+                )  # fmt: skip
+                state = {"h": h}
+            per_step[t] = h
+        return per_step, state
 
     def _initial(self, prefix: str, state: str, i: int, k: int, layer: int, d: int) -> str:
         node_id = f"{prefix}.{state}_0"
         tag = {"var": state, "layer": layer, "direction": d, "step": 0}
         if not self.call.hx:
-            size = [_dim(self.batch), self.hidden]
+            size = shape_template((self.batch, self.hidden))
             return self._add(
                 node_id, "initial_state", [], lambda r: _one("torch.zeros", size), **tag
             )
@@ -237,7 +214,7 @@ class _Unroller:
         def program(refs: list) -> dict:
             return _one(fn, [refs[:n_parts], *refs[n_parts:], *weights])
 
-        op = f"{_OPS[self.call.cell]}.{tag['var']}"
+        op = f"{self.call.op}.{tag['var']}"
         return self._add(node_id, op, parents, program, **tag)
 
     def _reassembled(self, last_inputs: list, finals: dict[str, list[str]]) -> Node:
